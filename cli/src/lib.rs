@@ -1,0 +1,3 @@
+//! qwenmk: the command-line tool and its engines. `main.rs` only calls [`run`].
+
+pub mod engine;

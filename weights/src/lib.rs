@@ -1,0 +1,1 @@
+//! Qwen3 weights: config, safetensors, packed format.
