@@ -1,1 +1,41 @@
+//! The qwenmk kernels: one source, two builds.
+//!
+//! * For `nvptx64-nvidia-cuda` the crate is `no_std`; `cli/build.rs` compiles it to PTX that the
+//!   `qwenmk` binary embeds and the `gpu` engine loads.
+//! * For the host the same kernel code runs on the emulator in [`device`], where every CUDA
+//!   thread is a CPU thread with real block barriers, warp shuffles and atomics.
+//!
+//! Only [`device`] knows the hardware. [`ops`] holds the kernels' building blocks written
+//! against it, and `entry` the `extern "ptx-kernel"` entry points.
 #![cfg_attr(target_arch = "nvptx64", no_std)]
+#![cfg_attr(
+    target_arch = "nvptx64",
+    feature(
+        abi_ptx,
+        stdarch_nvptx,
+        asm_experimental_arch,
+        core_intrinsics,
+        gpu_intrinsics,
+        gpu_launch_sized_workgroup_mem
+    )
+)]
+#![cfg_attr(target_arch = "nvptx64", allow(internal_features))]
+
+pub mod device;
+pub mod ops;
+
+#[cfg(target_arch = "nvptx64")]
+mod entry;
+
+/// The names of the kernels in the PTX module, as the host looks them up.
+pub mod kernel_names {
+    /// [`crate::ops::argmax::lm_head_argmax`]: fused LM-head matvec and argmax.
+    pub const LM_HEAD_ARGMAX: &str = "qwenmk_lm_head_argmax";
+    /// Every kernel in the module, for reports and load checks.
+    pub const ALL: &[&str] = &[LM_HEAD_ARGMAX];
+}
+
+/// The GPU architecture the PTX is compiled for (Hopper: H100, H200).
+pub const PTX_TARGET: &str = "sm_90";
+/// The lowest compute capability that can run the PTX, as (major, minor).
+pub const MIN_COMPUTE_CAPABILITY: (u32, u32) = (9, 0);

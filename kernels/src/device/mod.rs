@@ -1,0 +1,86 @@
+//! The device layer: the only code that knows the hardware.
+//!
+//! Kernels call these functions and nothing else that is GPU-specific. Two backends implement
+//! them with the same names and meaning:
+//! * `nvptx` — inline PTX for sm_90 (built when the target is `nvptx64-nvidia-cuda`);
+//! * `emu` — the host emulator: each CUDA thread is an OS thread, a block shares a real barrier
+//!   and a shared-memory buffer, a warp exchanges values through a 32-slot mailbox, and global
+//!   atomics are `core::sync::atomic` with the same orderings.
+//!
+//! Memory model: kernels publish data to other blocks with a release operation and read it
+//! after an acquire operation, exactly as the PTX memory model requires; on the host the same
+//! calls are Rust atomics with the same orderings, so a protocol that is correct on one backend
+//! is correct on the other.
+
+/// Threads in a warp, on every NVIDIA GPU this crate targets and in the emulator.
+pub const WARP_SIZE: u32 = 32;
+
+#[cfg(target_arch = "nvptx64")]
+mod nvptx;
+#[cfg(target_arch = "nvptx64")]
+pub use nvptx::*;
+
+#[cfg(not(target_arch = "nvptx64"))]
+pub mod emu;
+#[cfg(not(target_arch = "nvptx64"))]
+pub use emu::{
+    atomic_add_release_gpu, atomic_max_u64, block_dim, block_idx, fence_acq_rel_gpu,
+    global_timer_ns, grid_dim, load_acquire_gpu, load_global_nc_v4, nanosleep, prefetch_l2,
+    shared_memory, shfl_xor_f32, shfl_xor_u32, store_release_gpu, sync_threads, thread_idx,
+};
+
+/// This thread's lane within its warp.
+#[inline(always)]
+pub fn lane_id() -> u32 {
+    thread_idx() % WARP_SIZE
+}
+
+/// This thread's warp within its block.
+#[inline(always)]
+pub fn warp_id() -> u32 {
+    thread_idx() / WARP_SIZE
+}
+
+/// Warps in this block.
+#[inline(always)]
+pub fn warps_per_block() -> u32 {
+    block_dim() / WARP_SIZE
+}
+
+/// Sum of `v` over the 32 lanes of the warp; every lane gets the result.
+#[inline(always)]
+pub fn warp_sum(mut v: f32) -> f32 {
+    let mut offset = WARP_SIZE / 2;
+    while offset > 0 {
+        v += shfl_xor_f32(v, offset);
+        offset /= 2;
+    }
+    v
+}
+
+/// Maximum of `v` over the 32 lanes of the warp; every lane gets the result.
+#[inline(always)]
+pub fn warp_max_u64(v: u64) -> u64 {
+    let mut best = v;
+    let mut offset = WARP_SIZE / 2;
+    while offset > 0 {
+        let lo = shfl_xor_u32(best as u32, offset);
+        let hi = shfl_xor_u32((best >> 32) as u32, offset);
+        let other = ((hi as u64) << 32) | lo as u64;
+        if other > best {
+            best = other;
+        }
+        offset /= 2;
+    }
+    best
+}
+
+/// Two BF16 values packed in a `u32` (the first in the low half, as they lie in memory),
+/// widened exactly to `f32`.
+#[inline(always)]
+pub fn bf16x2_to_f32(packed: u32) -> (f32, f32) {
+    (
+        f32::from_bits(packed << 16),
+        f32::from_bits(packed & 0xffff_0000),
+    )
+}

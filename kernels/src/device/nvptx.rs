@@ -1,0 +1,208 @@
+//! The sm_90 backend of the device layer: special registers and inline PTX.
+//!
+//! Every function is `#[inline(always)]` so that the PTX a kernel compiles to has no calls.
+
+use core::arch::asm;
+use core::arch::nvptx;
+
+/// This thread's index within its block (x dimension; kernels are one-dimensional).
+#[inline(always)]
+pub fn thread_idx() -> u32 {
+    // SAFETY: reads a special register; always valid inside a kernel.
+    unsafe { nvptx::_thread_idx_x() }
+}
+
+/// This block's index within the grid.
+#[inline(always)]
+pub fn block_idx() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_idx_x() }
+}
+
+/// Threads per block.
+#[inline(always)]
+pub fn block_dim() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_dim_x() }
+}
+
+/// Blocks in the grid.
+#[inline(always)]
+pub fn grid_dim() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_grid_dim_x() }
+}
+
+/// Block-wide barrier (`bar.sync 0`); also orders shared and global memory within the block.
+#[inline(always)]
+pub fn sync_threads() {
+    // SAFETY: every thread of the block reaches the same barrier (kernel contract).
+    unsafe { nvptx::_syncthreads() }
+}
+
+/// A 16-byte aligned unit, so that dynamic shared memory can hold 128-bit vectors.
+#[repr(C, align(16))]
+struct Align16([u8; 16]);
+
+/// The block's dynamic shared memory, sized at launch, 16-byte aligned.
+#[inline(always)]
+pub fn shared_memory() -> *mut u8 {
+    core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<Align16>().cast::<u8>()
+}
+
+/// `v` from lane `lane_id ^ mask`, all 32 lanes participating.
+#[inline(always)]
+pub fn shfl_xor_u32(v: u32, mask: u32) -> u32 {
+    let r: u32;
+    // SAFETY: full-warp shuffle; kernels call it with every lane converged.
+    unsafe {
+        asm!(
+            "shfl.sync.bfly.b32 {r}, {v}, {m}, 0x1f, 0xffffffff;",
+            r = out(reg32) r,
+            v = in(reg32) v,
+            m = in(reg32) mask,
+        );
+    }
+    r
+}
+
+/// [`shfl_xor_u32`] for an `f32`.
+#[inline(always)]
+pub fn shfl_xor_f32(v: f32, mask: u32) -> f32 {
+    f32::from_bits(shfl_xor_u32(v.to_bits(), mask))
+}
+
+/// 16 bytes from global memory that no thread writes while the kernel runs (weights), through
+/// the non-coherent path and without allocating in L1: weights are read once per step, so
+/// keeping them in L1 would only evict activations.
+///
+/// # Safety
+/// `p` must be 16-byte aligned, point to global memory, and stay unwritten during the kernel.
+#[inline(always)]
+pub unsafe fn load_global_nc_v4(p: *const [u32; 4]) -> [u32; 4] {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    // SAFETY: the caller guarantees the address contract above.
+    unsafe {
+        asm!(
+            "ld.global.nc.L1::no_allocate.v4.u32 {{{a}, {b}, {c}, {d}}}, [{p}];",
+            a = out(reg32) a,
+            b = out(reg32) b,
+            c = out(reg32) c,
+            d = out(reg32) d,
+            p = in(reg64) p,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    [a, b, c, d]
+}
+
+/// Adds `v` to `*p` with release semantics at GPU scope and returns the old value: every write
+/// this thread made before becomes visible to a thread that acquires the new value.
+///
+/// # Safety
+/// `p` must point to a 4-byte aligned `u32` in global memory.
+#[inline(always)]
+pub unsafe fn atomic_add_release_gpu(p: *mut u32, v: u32) -> u32 {
+    let old: u32;
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "atom.release.gpu.global.add.u32 {old}, [{p}], {v};",
+            old = out(reg32) old,
+            p = in(reg64) p,
+            v = in(reg32) v,
+            options(nostack),
+        );
+    }
+    old
+}
+
+/// Reads `*p` with acquire semantics at GPU scope: writes released before the value was
+/// stored become visible to this thread.
+///
+/// # Safety
+/// `p` must point to a 4-byte aligned `u32` in global memory.
+#[inline(always)]
+pub unsafe fn load_acquire_gpu(p: *const u32) -> u32 {
+    let v: u32;
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "ld.acquire.gpu.global.u32 {v}, [{p}];",
+            v = out(reg32) v,
+            p = in(reg64) p,
+            options(nostack),
+        );
+    }
+    v
+}
+
+/// Writes `*p = v` with release semantics at GPU scope.
+///
+/// # Safety
+/// `p` must point to a 4-byte aligned `u32` in global memory.
+#[inline(always)]
+pub unsafe fn store_release_gpu(p: *mut u32, v: u32) {
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "st.release.gpu.global.u32 [{p}], {v};",
+            p = in(reg64) p,
+            v = in(reg32) v,
+            options(nostack),
+        );
+    }
+}
+
+/// `*p = max(*p, v)` atomically (relaxed, GPU scope); returns the old value.
+///
+/// # Safety
+/// `p` must point to an 8-byte aligned `u64` in global memory.
+#[inline(always)]
+pub unsafe fn atomic_max_u64(p: *mut u64, v: u64) -> u64 {
+    let old: u64;
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "atom.relaxed.gpu.global.max.u64 {old}, [{p}], {v};",
+            old = out(reg64) old,
+            p = in(reg64) p,
+            v = in(reg64) v,
+            options(nostack),
+        );
+    }
+    old
+}
+
+/// A GPU-scope acquire-release fence.
+#[inline(always)]
+pub fn fence_acq_rel_gpu() {
+    // SAFETY: a fence has no operands.
+    unsafe { asm!("fence.acq_rel.gpu;", options(nostack)) }
+}
+
+/// Sleeps for about `ns` nanoseconds: spinning warps yield issue slots to working ones.
+#[inline(always)]
+pub fn nanosleep(ns: u32) {
+    // SAFETY: no memory effects.
+    unsafe { asm!("nanosleep.u32 {ns};", ns = in(reg32) ns, options(nomem, nostack)) }
+}
+
+/// The GPU's global nanosecond timer, for bounding spin loops by time.
+#[inline(always)]
+pub fn global_timer_ns() -> u64 {
+    let t: u64;
+    // SAFETY: reads a special register.
+    unsafe { asm!("mov.u64 {t}, %globaltimer;", t = out(reg64) t, options(nomem, nostack)) }
+    t
+}
+
+/// Asks L2 to fetch the 128-byte line holding `p`, without waiting for it.
+///
+/// # Safety
+/// `p` must be a global-memory address (any alignment).
+#[inline(always)]
+pub unsafe fn prefetch_l2(p: *const u8) {
+    // SAFETY: a prefetch never faults the program's state; the caller guarantees `p` is global.
+    unsafe { asm!("prefetch.global.L2 [{p}];", p = in(reg64) p, options(nostack, readonly)) }
+}

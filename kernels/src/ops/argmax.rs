@@ -1,0 +1,163 @@
+//! LM head fused with argmax: `argmax_r (W[r] · x)` over every row of a BF16 matrix, without
+//! writing a single logit to memory.
+//!
+//! Each warp computes the dot products of a group of rows, keeps the best (logit, row) pair as
+//! one 64-bit *argmax key* and the warp's best key is merged into the result with one atomic
+//! maximum. The key orders by logit first and by lowest row second, so the result is exactly
+//! `torch.argmax`'s (ties go to the lowest id) whatever order the blocks finish in.
+
+use crate::device;
+
+/// Parameters of [`lm_head_argmax`], passed by value to the PTX kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LmHeadArgmaxParams {
+    /// The input vector, `cols` f32 values (the final-normed hidden state).
+    pub x: *const f32,
+    /// The matrix, `rows × cols` BF16 values, row-major, 16-byte aligned.
+    pub weights: *const u16,
+    /// Where the argmax key goes; the caller sets it to 0 before the launch.
+    pub result: *mut u64,
+    /// Rows of the matrix (the vocabulary size).
+    pub rows: u32,
+    /// Columns of the matrix (the hidden size): a multiple of [`COLS_MULTIPLE`].
+    pub cols: u32,
+    /// How many lanes share one row's dot product: 1, 2, 4, 8, 16 or 32. Many lanes per row
+    /// coalesce loads on wide rows (the GPU); one lane per row needs no shuffles (the emulator).
+    pub lanes_per_row: u32,
+    /// Keeps the struct's size a multiple of 8 on both sides of the launch.
+    pub reserved: u32,
+}
+
+// SAFETY: the raw pointers name device memory that the launch owns for its duration; the
+// struct is plain data copied into the kernel's parameter space.
+unsafe impl Send for LmHeadArgmaxParams {}
+// SAFETY: see above; the kernel only reads the struct.
+unsafe impl Sync for LmHeadArgmaxParams {}
+
+/// BF16 values per 128-bit load.
+pub const VALUES_PER_LOAD: u32 = 8;
+/// `cols` must be a multiple of this: one 128-bit load covers 8 BF16 values.
+pub const COLS_MULTIPLE: u32 = VALUES_PER_LOAD;
+
+/// Dynamic shared memory [`lm_head_argmax`] needs per block, in bytes.
+pub const fn shared_bytes(cols: u32) -> usize {
+    cols as usize * core::mem::size_of::<f32>()
+}
+
+/// Packs a logit and its row into a key whose unsigned order is (logit, lowest row).
+#[inline(always)]
+pub fn argmax_key(logit: f32, row: u32) -> u64 {
+    let bits = logit.to_bits();
+    // Flip negatives entirely and set the sign bit of positives: the IEEE order becomes the
+    // unsigned integer order.
+    let ordered = if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    ((ordered as u64) << 32) | (u32::MAX - row) as u64
+}
+
+/// The row an argmax key names.
+#[inline(always)]
+pub fn key_row(key: u64) -> u32 {
+    u32::MAX - key as u32
+}
+
+/// The logit an argmax key carries.
+#[inline(always)]
+pub fn key_logit(key: u64) -> f32 {
+    let ordered = (key >> 32) as u32;
+    let bits = if ordered & 0x8000_0000 != 0 {
+        ordered & 0x7fff_ffff
+    } else {
+        !ordered
+    };
+    f32::from_bits(bits)
+}
+
+/// Dot product of 8 BF16 weights (one 128-bit load) with 8 f32 activations.
+#[inline(always)]
+pub fn dot8(w: [u32; 4], x: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    let mut i = 0;
+    while i < 4 {
+        let (a, b) = device::bf16x2_to_f32(w[i]);
+        acc += a * x[2 * i] + b * x[2 * i + 1];
+        i += 1;
+    }
+    acc
+}
+
+/// The fused LM head and argmax. Launch with any grid, blocks of whole warps and
+/// [`shared_bytes`]`(cols)` of dynamic shared memory.
+///
+/// # Safety
+/// The pointers in `p` must be valid for the sizes it gives, `weights` 16-byte aligned, `cols`
+/// a multiple of [`COLS_MULTIPLE`], `lanes_per_row` a power of two up to 32, and every thread
+/// of the block must call this function.
+pub unsafe fn lm_head_argmax(p: &LmHeadArgmaxParams) {
+    let cols = p.cols as usize;
+    // 1. Stage x in shared memory: every row reads all of it.
+    let x = device::shared_memory().cast::<f32>();
+    let mut i = device::thread_idx() as usize;
+    while i < cols {
+        // SAFETY: the launch gives `shared_bytes(cols)` bytes and `p.x` holds `cols` values.
+        unsafe { x.add(i).write(p.x.add(i).read()) };
+        i += device::block_dim() as usize;
+    }
+    device::sync_threads();
+    // SAFETY: written above and only read from here on.
+    let x = unsafe { core::slice::from_raw_parts(x, cols) };
+
+    // 2. Walk the rows in passes of `rows_per_pass` per warp, over all warps of the grid.
+    let lanes_per_row = p.lanes_per_row;
+    let rows_per_pass = device::WARP_SIZE / lanes_per_row;
+    let lane = device::lane_id();
+    let group = lane / lanes_per_row;
+    let sub = lane % lanes_per_row;
+    let warps_in_grid = device::grid_dim() * device::warps_per_block();
+    let warp_in_grid = device::block_idx() * device::warps_per_block() + device::warp_id();
+    let loads_per_row = p.cols / VALUES_PER_LOAD;
+
+    let mut best = 0u64;
+    let mut base = warp_in_grid * rows_per_pass;
+    while base < p.rows {
+        let row = base + group;
+        let mut partial = 0.0f32;
+        if row < p.rows {
+            // SAFETY: `row < rows`, so the row lies inside the matrix.
+            let row_ptr = unsafe { p.weights.add(row as usize * cols) }.cast::<[u32; 4]>();
+            let mut load = sub;
+            while load < loads_per_row {
+                // SAFETY: `load < cols / 8` stays in the row; rows are 16-byte aligned because
+                // the matrix is and `cols` is a multiple of 8.
+                let w = unsafe { device::load_global_nc_v4(row_ptr.add(load as usize)) };
+                let at = (load * VALUES_PER_LOAD) as usize;
+                partial += dot8(w, &x[at..at + VALUES_PER_LOAD as usize]);
+                load += lanes_per_row;
+            }
+        }
+        // Every lane takes part in the shuffles, even past the last row.
+        let mut offset = lanes_per_row / 2;
+        while offset > 0 {
+            partial += device::shfl_xor_f32(partial, offset);
+            offset /= 2;
+        }
+        if sub == 0 && row < p.rows {
+            let key = argmax_key(partial, row);
+            if key > best {
+                best = key;
+            }
+        }
+        base += warps_in_grid * rows_per_pass;
+    }
+
+    // 3. One atomic per warp merges its best into the grid's.
+    let best = device::warp_max_u64(best);
+    if lane == 0 && best != 0 {
+        // SAFETY: `result` is a valid, aligned u64 in global memory.
+        unsafe { device::atomic_max_u64(p.result, best) };
+    }
+}

@@ -1,0 +1,3 @@
+//! The kernels' building blocks, written once against [`crate::device`].
+
+pub mod argmax;
