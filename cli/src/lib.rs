@@ -1,6 +1,34 @@
 //! qwenmk: the command-line tool and its engines. `main.rs` only calls [`run`].
 
+pub mod cli;
+pub mod commands;
 pub mod engine;
+pub mod gpu;
 pub mod prompt;
 pub mod ptx;
 pub mod ptxas;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Parses the command line, runs the command and turns an error into one sentence on stderr
+/// and a non-zero exit status.
+pub fn run() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let outcome = match &cli.command {
+        cli::Command::Info(args) => commands::info::run(args),
+        cli::Command::Pack(_) | cli::Command::Generate(_) => {
+            Err(anyhow::anyhow!("this command is not wired yet"))
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole context chain on one line: "what failed: why".
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
