@@ -1,0 +1,202 @@
+//! safetensors → packed → loaded: every tensor must come back equal to its source, combined as
+//! the layout says (q/k/v stacked, gate/up interleaved by row, tied LM head = embedding).
+
+use std::path::Path;
+
+use half::bf16;
+use qwenmk_weights::layout::{PAYLOAD_ALIGN, TENSOR_ALIGN};
+use qwenmk_weights::synthetic::{SyntheticCheckpoint, tiny_config};
+use qwenmk_weights::{LayerPart, PackedModel, TensorId, pack_safetensors};
+
+fn pack(source: &Path, out: &Path) -> (qwenmk_weights::PackSummary, PackedModel, usize) {
+    let mut calls = 0;
+    let summary = pack_safetensors(source, out, |_| calls += 1).expect("pack succeeds");
+    let model = PackedModel::open(out).expect("packed file opens");
+    (summary, model, calls)
+}
+
+fn concat(parts: &[&[bf16]]) -> Vec<bf16> {
+    parts.concat()
+}
+
+/// Checks every packed tensor against the synthetic source.
+fn assert_matches_source(model: &PackedModel, src: &SyntheticCheckpoint) {
+    let c = model.config();
+    assert_eq!(c, &src.config);
+    assert_eq!(model.embedding(), src.get("model.embed_tokens.weight"));
+    assert_eq!(model.final_norm(), src.get("model.norm.weight"));
+    let expected_head = if c.tie_word_embeddings {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    };
+    assert_eq!(model.lm_head(), src.get(expected_head));
+    for l in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{l}.");
+        let get = |suffix: &str| src.get(&format!("{p}{suffix}.weight"));
+        let layer = model.layer(l);
+        assert_eq!(layer.input_norm, get("input_layernorm"));
+        assert_eq!(
+            layer.qkv,
+            concat(&[
+                get("self_attn.q_proj"),
+                get("self_attn.k_proj"),
+                get("self_attn.v_proj")
+            ])
+        );
+        assert_eq!(layer.q_norm, get("self_attn.q_norm"));
+        assert_eq!(layer.k_norm, get("self_attn.k_norm"));
+        assert_eq!(layer.o, get("self_attn.o_proj"));
+        assert_eq!(layer.post_norm, get("post_attention_layernorm"));
+        assert_eq!(layer.down, get("mlp.down_proj"));
+        let (gate, up) = (get("mlp.gate_proj"), get("mlp.up_proj"));
+        let h = c.hidden_size;
+        assert_eq!(layer.gate_up.len(), 2 * c.intermediate_size * h);
+        for j in 0..c.intermediate_size {
+            let row = |r: usize| &layer.gate_up[r * h..(r + 1) * h];
+            assert_eq!(row(2 * j), &gate[j * h..(j + 1) * h], "gate row {j}");
+            assert_eq!(row(2 * j + 1), &up[j * h..(j + 1) * h], "up row {j}");
+        }
+    }
+}
+
+fn assert_aligned(model: &PackedModel) {
+    assert_eq!(model.payload_offset_in_file() % PAYLOAD_ALIGN, 0);
+    for entry in model.tensors() {
+        assert_eq!(entry.offset % TENSOR_ALIGN, 0, "{}", entry.id);
+        assert_eq!(entry.len, entry.elements() * 2, "{}", entry.id);
+        let data = model.tensor_data(entry.id).unwrap();
+        let from_payload: &[bf16] = bytemuck::cast_slice(
+            &model.payload()[entry.range().start as usize..][..entry.len as usize],
+        );
+        assert_eq!(data, from_payload);
+    }
+}
+
+fn no_leftovers(dir: &Path, expected: &[&str]) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, expected, "only the packed file is left behind");
+}
+
+#[test]
+fn tied_without_lm_head_round_trips() {
+    let (src_dir, out_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let src = SyntheticCheckpoint::random(&tiny_config(true), 1, false);
+    src.write(src_dir.path()).unwrap();
+    let out = out_dir.path().join("tiny.qwenmk");
+    let (summary, model, calls) = pack(src_dir.path(), &out);
+    assert_matches_source(&model, &src);
+    assert_aligned(&model);
+    let layers = src.config.num_hidden_layers;
+    assert_eq!(summary.tensors, 2 + 8 * layers);
+    assert_eq!(calls, summary.tensors);
+    assert!(!summary.ignored_lm_head);
+    assert!(model.tensor(TensorId::LmHead).is_none());
+    assert_eq!(model.lm_head_entry().id, TensorId::Embedding);
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().len(),
+        summary.file_bytes,
+        "the file is exactly header + padding + payload"
+    );
+    no_leftovers(out_dir.path(), &["tiny.qwenmk"]);
+}
+
+#[test]
+fn tied_with_lm_head_uses_the_embedding() {
+    let (src_dir, out_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let src = SyntheticCheckpoint::random(&tiny_config(true), 2, true);
+    assert_ne!(
+        src.get("lm_head.weight"),
+        src.get("model.embed_tokens.weight")
+    );
+    src.write(src_dir.path()).unwrap();
+    let (summary, model, _) = pack(src_dir.path(), &out_dir.path().join("m"));
+    assert!(summary.ignored_lm_head);
+    assert_matches_source(&model, &src);
+    assert_eq!(model.tensors().len(), 2 + 8 * src.config.num_hidden_layers);
+}
+
+#[test]
+fn untied_stores_and_uses_lm_head() {
+    let (src_dir, out_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let src = SyntheticCheckpoint::random(&tiny_config(false), 3, true);
+    src.write(src_dir.path()).unwrap();
+    let (summary, model, _) = pack(src_dir.path(), &out_dir.path().join("m"));
+    assert_eq!(summary.tensors, 3 + 8 * src.config.num_hidden_layers);
+    assert_matches_source(&model, &src);
+    assert_aligned(&model);
+    let head = model.tensor(TensorId::LmHead).unwrap();
+    assert_eq!(model.tensors().last().unwrap().id, TensorId::LmHead);
+    assert_eq!(model.lm_head_entry(), head);
+}
+
+#[test]
+fn sharded_checkpoint_round_trips() {
+    let (src_dir, out_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let src = SyntheticCheckpoint::random(&tiny_config(true), 4, false);
+    src.write_sharded(src_dir.path(), 3).unwrap();
+    let (summary, model, _) = pack(src_dir.path(), &out_dir.path().join("m"));
+    assert_eq!(summary.sources.len(), 3);
+    assert_matches_source(&model, &src);
+}
+
+#[test]
+fn layout_is_ordered_and_offsets_match_the_slices() {
+    let (src_dir, out_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let src = SyntheticCheckpoint::random(&tiny_config(false), 5, false);
+    src.write(src_dir.path()).unwrap();
+    let (_, model, _) = pack(src_dir.path(), &out_dir.path().join("m"));
+    let ids: Vec<String> = model.tensors().iter().map(|t| t.id.to_string()).collect();
+    assert_eq!(ids[0], "embedding");
+    assert_eq!(
+        &ids[1..9],
+        [
+            "layers.0.input_norm",
+            "layers.0.qkv",
+            "layers.0.q_norm",
+            "layers.0.k_norm",
+            "layers.0.o",
+            "layers.0.post_norm",
+            "layers.0.gate_up",
+            "layers.0.down"
+        ]
+    );
+    assert_eq!(ids[ids.len() - 2..], ["final_norm", "lm_head"]);
+    let mut previous_end = 0;
+    for entry in model.tensors() {
+        assert!(entry.offset >= previous_end, "tensors do not overlap");
+        assert!(
+            entry.offset - previous_end < TENSOR_ALIGN,
+            "padding is minimal"
+        );
+        previous_end = entry.offset + entry.len;
+    }
+    let offsets = model.layer_offsets(1);
+    let qkv = model
+        .tensor(TensorId::Layer {
+            layer: 1,
+            part: LayerPart::Qkv,
+        })
+        .unwrap();
+    assert_eq!(offsets.qkv, qkv.offset);
+    assert_eq!(qkv.shape, vec![128 + 2 * 64, 64]);
+}
+
+#[test]
+fn repacking_replaces_the_file_atomically() {
+    let (src_dir, out_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = out_dir.path().join("m");
+    SyntheticCheckpoint::random(&tiny_config(true), 6, false)
+        .write(src_dir.path())
+        .unwrap();
+    pack(src_dir.path(), &out);
+    let src = SyntheticCheckpoint::random(&tiny_config(true), 7, false);
+    src.write(src_dir.path()).unwrap();
+    let (_, model, _) = pack(src_dir.path(), &out);
+    assert_matches_source(&model, &src);
+    no_leftovers(out_dir.path(), &["m"]);
+}
