@@ -1,6 +1,8 @@
 //! The three engines behind one interface: `gpu` (the megakernel on CUDA), `emulator` (the same
 //! kernel source run on CPU threads) and `cpu` (a plain Rust Qwen3, the oracle).
 
+pub mod cpu;
+
 use anyhow::Result;
 
 /// A decoder that holds one sequence's KV cache and advances it one token at a time.

@@ -1,0 +1,270 @@
+//! The `cpu` engine: a plain Qwen3 decoder in f32 over the packed BF16 weights, written to be
+//! obviously correct rather than fast. It is the oracle every other engine is tested against,
+//! so it follows Hugging Face transformers' float32 `Qwen3ForCausalLM` step by step.
+
+mod ops;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use qwenmk_weights::{LayerWeights, ModelConfig, PackedModel};
+
+use super::Engine;
+
+/// One layer's cache: `position × kv_dim` keys and values, appended one position per step.
+#[derive(Default)]
+struct LayerCache {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+}
+
+/// Per-step work buffers, allocated once.
+struct Scratch {
+    /// Residual stream, `[hidden]`.
+    x: Vec<f32>,
+    /// Normalised input of a block, `[hidden]`.
+    normed: Vec<f32>,
+    /// Fused projection output, `[q_dim + 2 * kv_dim]`.
+    qkv: Vec<f32>,
+    /// Attention output before `o`, `[q_dim]`.
+    attn: Vec<f32>,
+    /// Output of `o` or `down`, `[hidden]`.
+    block_out: Vec<f32>,
+    /// Interleaved gate/up output, `[2 * intermediate]`.
+    gate_up: Vec<f32>,
+    /// `silu(gate) * up`, `[intermediate]`.
+    act: Vec<f32>,
+}
+
+/// Greedy Qwen3 decoding on the CPU, one sequence at a time.
+pub struct CpuEngine {
+    model: Arc<PackedModel>,
+    max_context: usize,
+    position: usize,
+    inv_freq: Vec<f32>,
+    cache: Vec<LayerCache>,
+    scratch: Scratch,
+    logits: Vec<f32>,
+}
+
+impl CpuEngine {
+    /// An engine with an empty KV cache of `max_context` positions. The cache grows as it
+    /// fills, so a large `max_context` costs nothing until it is used.
+    pub fn new(model: Arc<PackedModel>, max_context: usize) -> Result<Self> {
+        let c = model.config();
+        if max_context == 0 {
+            bail!("--max-context must be at least 1");
+        }
+        if max_context > c.max_position_embeddings {
+            bail!(
+                "--max-context {max_context} is more than the {} positions the model supports; \
+                 lower it",
+                c.max_position_embeddings
+            );
+        }
+        let scratch = Scratch {
+            x: vec![0.0; c.hidden_size],
+            normed: vec![0.0; c.hidden_size],
+            qkv: vec![0.0; c.qkv_rows()],
+            attn: vec![0.0; c.q_dim()],
+            block_out: vec![0.0; c.hidden_size],
+            gate_up: vec![0.0; 2 * c.intermediate_size],
+            act: vec![0.0; c.intermediate_size],
+        };
+        Ok(CpuEngine {
+            inv_freq: ops::rope_inv_freq(c.rope_theta, c.head_dim),
+            cache: (0..c.num_hidden_layers)
+                .map(|_| LayerCache::default())
+                .collect(),
+            logits: vec![0.0; c.vocab_size],
+            scratch,
+            max_context,
+            position: 0,
+            model,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<PackedModel> {
+        &self.model
+    }
+
+    /// The logits of the last step (zeros before the first).
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Forgets the sequence: the next token goes to position 0.
+    pub fn reset(&mut self) {
+        self.position = 0;
+        for layer in &mut self.cache {
+            layer.keys.clear();
+            layer.values.clear();
+        }
+    }
+
+    /// Appends `token` and returns the logits for the next position. Fails without changing
+    /// state when the context is full or the token is outside the vocabulary.
+    pub fn step_logits(&mut self, token: u32) -> Result<&[f32]> {
+        let c = self.model.config();
+        if self.position >= self.max_context {
+            bail!(
+                "the context is full at {} tokens; raise --max-context (the model allows up to {})",
+                self.max_context,
+                c.max_position_embeddings
+            );
+        }
+        let token = token as usize;
+        if token >= c.vocab_size {
+            bail!(
+                "token id {token} is outside the model's vocabulary of {} tokens",
+                c.vocab_size
+            );
+        }
+        self.forward(token);
+        self.position += 1;
+        Ok(&self.logits)
+    }
+
+    /// One decode step at `self.position`, leaving the logits in `self.logits`.
+    fn forward(&mut self, token: usize) {
+        let model = Arc::clone(&self.model);
+        let c = model.config();
+        let hidden = c.hidden_size;
+
+        // 1. The residual stream starts as the token's embedding row.
+        let row = &model.embedding()[token * hidden..(token + 1) * hidden];
+        for (x, &e) in self.scratch.x.iter_mut().zip(row) {
+            *x = e.to_f32();
+        }
+
+        for (l, cache) in self.cache.iter_mut().enumerate() {
+            let w = model.layer(l);
+            // 2–8. Self-attention with its residual.
+            attention_block(
+                c,
+                &w,
+                &self.inv_freq,
+                self.position,
+                cache,
+                &mut self.scratch,
+            );
+            // 9–11. MLP with its residual.
+            mlp_block(c, &w, &mut self.scratch);
+        }
+
+        // 12. Final norm, 13. LM head (the embedding when tied).
+        let s = &mut self.scratch;
+        ops::rms_norm(&s.x, model.final_norm(), c.rms_norm_eps, &mut s.normed);
+        ops::matvec(model.lm_head(), &s.normed, &mut self.logits);
+    }
+}
+
+/// `x += o_proj(attention(q_norm/k_norm/RoPE(qkv_proj(rms_norm(x)))))`, appending this
+/// position's key and value to `cache`.
+fn attention_block(
+    c: &ModelConfig,
+    w: &LayerWeights<'_>,
+    inv_freq: &[f32],
+    position: usize,
+    cache: &mut LayerCache,
+    s: &mut Scratch,
+) {
+    let (q_dim, kv_dim, head_dim) = (c.q_dim(), c.kv_dim(), c.head_dim);
+
+    // 2. Pre-attention RMSNorm.
+    ops::rms_norm(&s.x, w.input_norm, c.rms_norm_eps, &mut s.normed);
+    // 3. Q, K, V in one fused projection: rows are q, then k, then v.
+    ops::matvec(w.qkv, &s.normed, &mut s.qkv);
+    let (q, kv) = s.qkv.split_at_mut(q_dim);
+    let (k, v) = kv.split_at_mut(kv_dim);
+    // 4. Per-head RMSNorm of queries and keys, before RoPE.
+    ops::rms_norm_heads(q, w.q_norm, c.rms_norm_eps);
+    ops::rms_norm_heads(k, w.k_norm, c.rms_norm_eps);
+    // 5. RoPE on queries and keys.
+    ops::rope(q, inv_freq, position);
+    ops::rope(k, inv_freq, position);
+    // 6. Append to the cache.
+    cache.keys.extend_from_slice(k);
+    cache.values.extend_from_slice(v);
+
+    // 7. Grouped-query attention over positions 0..=position: query head h reads key/value
+    //    head h / group. Heads are independent, so they run in parallel.
+    use rayon::prelude::*;
+    let group = c.gqa_group_size();
+    let scale = (head_dim as f32).powf(-0.5);
+    let positions = position + 1;
+    let (keys, values) = (&cache.keys, &cache.values);
+    s.attn
+        .par_chunks_mut(head_dim)
+        .zip(q.par_chunks(head_dim))
+        .enumerate()
+        .for_each(|(h, (out, q_head))| {
+            let kv_offset = (h / group) * head_dim;
+            let mut scores: Vec<f32> = (0..positions)
+                .map(|t| {
+                    let k_t = &keys[t * kv_dim + kv_offset..][..head_dim];
+                    let dot: f32 = q_head.iter().zip(k_t).map(|(a, b)| a * b).sum();
+                    dot * scale
+                })
+                .collect();
+            ops::softmax(&mut scores);
+            out.fill(0.0);
+            for (t, &p) in scores.iter().enumerate() {
+                let v_t = &values[t * kv_dim + kv_offset..][..head_dim];
+                for (o, &val) in out.iter_mut().zip(v_t) {
+                    *o += p * val;
+                }
+            }
+        });
+
+    // 8. Output projection and residual.
+    ops::matvec(w.o, &s.attn, &mut s.block_out);
+    for (x, o) in s.x.iter_mut().zip(&s.block_out) {
+        *x += o;
+    }
+}
+
+/// `x += down(silu(gate(rms_norm(x))) * up(rms_norm(x)))`.
+fn mlp_block(c: &ModelConfig, w: &LayerWeights<'_>, s: &mut Scratch) {
+    // 9. Post-attention RMSNorm.
+    ops::rms_norm(&s.x, w.post_norm, c.rms_norm_eps, &mut s.normed);
+    // 10. Gate and up in one projection; rows interleave gate_j, up_j.
+    ops::matvec(w.gate_up, &s.normed, &mut s.gate_up);
+    for (a, pair) in s.act.iter_mut().zip(s.gate_up.chunks_exact(2)) {
+        *a = ops::silu(pair[0]) * pair[1];
+    }
+    // 11. Down projection and residual.
+    ops::matvec(w.down, &s.act, &mut s.block_out);
+    for (x, d) in s.x.iter_mut().zip(&s.block_out) {
+        *x += d;
+    }
+}
+
+impl Engine for CpuEngine {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn max_context(&self) -> usize {
+        self.max_context
+    }
+
+    fn position(&self) -> usize {
+        self.position
+    }
+
+    fn step(&mut self, token: u32) -> Result<u32> {
+        let logits = self.step_logits(token)?;
+        match ops::argmax(logits) {
+            // The index is below vocab_size, which the config keeps within u32.
+            Some(id) => Ok(id as u32),
+            None => bail!(
+                "the model produced NaN logits at position {}; the packed weights are probably \
+                 damaged",
+                self.position - 1
+            ),
+        }
+    }
+}
