@@ -23,6 +23,7 @@
 
 pub mod device;
 pub mod ops;
+pub mod step;
 
 #[cfg(target_arch = "nvptx64")]
 mod entry;
@@ -31,8 +32,10 @@ mod entry;
 pub mod kernel_names {
     /// [`crate::ops::argmax::lm_head_argmax`]: fused LM-head matvec and argmax.
     pub const LM_HEAD_ARGMAX: &str = "qwenmk_lm_head_argmax";
+    /// [`crate::step::decode_step`]: the whole decode step, persistent.
+    pub const DECODE_STEP: &str = "qwenmk_decode_step";
     /// Every kernel in the module, for reports and load checks.
-    pub const ALL: &[&str] = &[LM_HEAD_ARGMAX];
+    pub const ALL: &[&str] = &[DECODE_STEP, LM_HEAD_ARGMAX];
 }
 
 /// The GPU architecture the PTX is compiled for (Hopper: H100, H200).

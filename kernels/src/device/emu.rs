@@ -167,7 +167,7 @@ where
             "the grid and the block need at least one thread".into(),
         ));
     }
-    if block % WARP_SIZE != 0 || block > MAX_THREADS_PER_BLOCK {
+    if !block.is_multiple_of(WARP_SIZE) || block > MAX_THREADS_PER_BLOCK {
         return Err(LaunchError::BadShape(format!(
             "a block of {block} threads is not a multiple of {WARP_SIZE} up to {MAX_THREADS_PER_BLOCK}"
         )));
@@ -395,3 +395,50 @@ pub fn global_timer_ns() -> u64 {
 /// Always safe on the host; `unsafe` to match the GPU backend.
 #[inline]
 pub unsafe fn prefetch_l2(_p: *const u8) {}
+
+/// Warp-wide barrier among the 32 lanes of this thread's warp.
+pub fn sync_warp() {
+    let (block, aborted) = block_state();
+    block.warps[(thread_idx() / WARP_SIZE) as usize]
+        .barrier
+        .wait(aborted);
+}
+
+/// Compare-and-swap (relaxed); returns the old value.
+///
+/// # Safety
+/// `p` must point to a live, aligned `u32` that is only accessed atomically.
+#[inline]
+pub unsafe fn atomic_cas_u32(p: *mut u32, expected: u32, new: u32) -> u32 {
+    // SAFETY: the caller guarantees `p`.
+    match unsafe { AtomicU32::from_ptr(p) }.compare_exchange(
+        expected,
+        new,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    ) {
+        Ok(old) | Err(old) => old,
+    }
+}
+
+/// Relaxed atomic load of a `u64`.
+///
+/// # Safety
+/// `p` must point to a live, 8-byte aligned `u64` that is only accessed atomically.
+#[inline]
+pub unsafe fn load_relaxed_u64(p: *const u64) -> u64 {
+    // SAFETY: the caller guarantees `p`.
+    unsafe { AtomicU64::from_ptr(p as *mut u64) }.load(Ordering::Relaxed)
+}
+
+/// `e^x`.
+#[inline]
+pub fn exp(x: f32) -> f32 {
+    x.exp()
+}
+
+/// `1 / sqrt(x)`.
+#[inline]
+pub fn rsqrt(x: f32) -> f32 {
+    1.0 / x.sqrt()
+}

@@ -24,9 +24,10 @@ pub use nvptx::*;
 pub mod emu;
 #[cfg(not(target_arch = "nvptx64"))]
 pub use emu::{
-    atomic_add_release_gpu, atomic_max_u64, block_dim, block_idx, fence_acq_rel_gpu,
-    global_timer_ns, grid_dim, load_acquire_gpu, load_global_nc_v4, nanosleep, prefetch_l2,
-    shared_memory, shfl_xor_f32, shfl_xor_u32, store_release_gpu, sync_threads, thread_idx,
+    atomic_add_release_gpu, atomic_cas_u32, atomic_max_u64, block_dim, block_idx, exp,
+    fence_acq_rel_gpu, global_timer_ns, grid_dim, load_acquire_gpu, load_global_nc_v4,
+    load_relaxed_u64, nanosleep, prefetch_l2, rsqrt, shared_memory, shfl_xor_f32, shfl_xor_u32,
+    store_release_gpu, sync_threads, sync_warp, thread_idx,
 };
 
 /// This thread's lane within its warp.
@@ -73,6 +74,20 @@ pub fn warp_max_u64(v: u64) -> u64 {
         offset /= 2;
     }
     best
+}
+
+/// Maximum of `v` over the 32 lanes of the warp; every lane gets the result.
+#[inline(always)]
+pub fn warp_max_f32(mut v: f32) -> f32 {
+    let mut offset = WARP_SIZE / 2;
+    while offset > 0 {
+        let other = shfl_xor_f32(v, offset);
+        if other > v {
+            v = other;
+        }
+        offset /= 2;
+    }
+    v
 }
 
 /// Two BF16 values packed in a `u32` (the first in the low half, as they lie in memory),

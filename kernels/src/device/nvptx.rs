@@ -206,3 +206,74 @@ pub unsafe fn prefetch_l2(p: *const u8) {
     // SAFETY: a prefetch never faults the program's state; the caller guarantees `p` is global.
     unsafe { asm!("prefetch.global.L2 [{p}];", p = in(reg64) p, options(nostack, readonly)) }
 }
+
+/// Warp-wide barrier and memory ordering among the warp's lanes (`bar.warp.sync`).
+#[inline(always)]
+pub fn sync_warp() {
+    // SAFETY: every lane of the warp reaches it (kernel contract).
+    unsafe { asm!("bar.warp.sync 0xffffffff;", options(nostack)) }
+}
+
+/// Compare-and-swap on a global `u32` (relaxed, GPU scope); returns the old value.
+///
+/// # Safety
+/// `p` must point to a 4-byte aligned `u32` in global memory.
+#[inline(always)]
+pub unsafe fn atomic_cas_u32(p: *mut u32, expected: u32, new: u32) -> u32 {
+    let old: u32;
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "atom.relaxed.gpu.global.cas.b32 {old}, [{p}], {e}, {n};",
+            old = out(reg32) old,
+            p = in(reg64) p,
+            e = in(reg32) expected,
+            n = in(reg32) new,
+            options(nostack),
+        );
+    }
+    old
+}
+
+/// Reads a global `u64` that other blocks update atomically (relaxed, GPU scope).
+///
+/// # Safety
+/// `p` must point to an 8-byte aligned `u64` in global memory.
+#[inline(always)]
+pub unsafe fn load_relaxed_u64(p: *const u64) -> u64 {
+    let v: u64;
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "ld.relaxed.gpu.global.u64 {v}, [{p}];",
+            v = out(reg64) v,
+            p = in(reg64) p,
+            options(nostack),
+        );
+    }
+    v
+}
+
+/// `e^x` through the hardware `2^x` (relative error about 2⁻²²).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let y: f32;
+    let scaled = x * core::f32::consts::LOG2_E;
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("ex2.approx.f32 {y}, {x};", y = out(reg32) y, x = in(reg32) scaled, options(pure, nomem, nostack))
+    }
+    y
+}
+
+/// `1 / sqrt(x)`, correctly rounded square root then a correctly rounded division, as torch's
+/// f32 `rsqrt` (within an ulp).
+#[inline(always)]
+pub fn rsqrt(x: f32) -> f32 {
+    let s: f32;
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("sqrt.rn.f32 {s}, {x};", s = out(reg32) s, x = in(reg32) x, options(pure, nomem, nostack))
+    }
+    1.0 / s
+}

@@ -7,6 +7,7 @@
 //! `torch.argmax`'s (ties go to the lowest id) whatever order the blocks finish in.
 
 use crate::device;
+use crate::ops::matvec::{VALUES_PER_LOAD, matvec};
 
 /// Parameters of [`lm_head_argmax`], passed by value to the PTX kernel.
 #[repr(C)]
@@ -35,8 +36,6 @@ unsafe impl Send for LmHeadArgmaxParams {}
 // SAFETY: see above; the kernel only reads the struct.
 unsafe impl Sync for LmHeadArgmaxParams {}
 
-/// BF16 values per 128-bit load.
-pub const VALUES_PER_LOAD: u32 = 8;
 /// `cols` must be a multiple of this: one 128-bit load covers 8 BF16 values.
 pub const COLS_MULTIPLE: u32 = VALUES_PER_LOAD;
 
@@ -77,29 +76,46 @@ pub fn key_logit(key: u64) -> f32 {
     f32::from_bits(bits)
 }
 
-/// Dot product of 8 BF16 weights (one 128-bit load) with 8 f32 activations.
+/// The argmax over `rows` of `W · x`, merged into `*result` with one atomic per warp.
+///
+/// # Safety
+/// As [`matvec`]; `result` must be a valid, aligned u64 in global memory.
 #[inline(always)]
-pub fn dot8(w: [u32; 4], x: &[f32]) -> f32 {
-    let mut acc = 0.0f32;
-    let mut i = 0;
-    while i < 4 {
-        let (a, b) = device::bf16x2_to_f32(w[i]);
-        acc += a * x[2 * i] + b * x[2 * i + 1];
-        i += 1;
+pub unsafe fn argmax_rows(
+    weights: *const u16,
+    x: &[f32],
+    rows: u32,
+    lanes_per_row: u32,
+    result: *mut u64,
+) {
+    let mut best = 0u64;
+    // SAFETY: forwarded contract.
+    unsafe {
+        matvec::<1>(weights, x, rows, lanes_per_row, |row, [logit]| {
+            let key = argmax_key(logit, row);
+            if key > best {
+                best = key;
+            }
+        })
+    };
+    let best = device::warp_max_u64(best);
+    if device::lane_id() == 0 && best != 0 {
+        // SAFETY: the caller guarantees `result`.
+        unsafe { device::atomic_max_u64(result, best) };
     }
-    acc
 }
 
-/// The fused LM head and argmax. Launch with any grid, blocks of whole warps and
+/// The standalone fused LM head and argmax. Launch with any grid, blocks of whole warps and
 /// [`shared_bytes`]`(cols)` of dynamic shared memory.
 ///
 /// # Safety
 /// The pointers in `p` must be valid for the sizes it gives, `weights` 16-byte aligned, `cols`
 /// a multiple of [`COLS_MULTIPLE`], `lanes_per_row` a power of two up to 32, and every thread
 /// of the block must call this function.
+#[inline(always)]
 pub unsafe fn lm_head_argmax(p: &LmHeadArgmaxParams) {
     let cols = p.cols as usize;
-    // 1. Stage x in shared memory: every row reads all of it.
+    // Stage x in shared memory: every row reads all of it.
     let x = device::shared_memory().cast::<f32>();
     let mut i = device::thread_idx() as usize;
     while i < cols {
@@ -110,54 +126,6 @@ pub unsafe fn lm_head_argmax(p: &LmHeadArgmaxParams) {
     device::sync_threads();
     // SAFETY: written above and only read from here on.
     let x = unsafe { core::slice::from_raw_parts(x, cols) };
-
-    // 2. Walk the rows in passes of `rows_per_pass` per warp, over all warps of the grid.
-    let lanes_per_row = p.lanes_per_row;
-    let rows_per_pass = device::WARP_SIZE / lanes_per_row;
-    let lane = device::lane_id();
-    let group = lane / lanes_per_row;
-    let sub = lane % lanes_per_row;
-    let warps_in_grid = device::grid_dim() * device::warps_per_block();
-    let warp_in_grid = device::block_idx() * device::warps_per_block() + device::warp_id();
-    let loads_per_row = p.cols / VALUES_PER_LOAD;
-
-    let mut best = 0u64;
-    let mut base = warp_in_grid * rows_per_pass;
-    while base < p.rows {
-        let row = base + group;
-        let mut partial = 0.0f32;
-        if row < p.rows {
-            // SAFETY: `row < rows`, so the row lies inside the matrix.
-            let row_ptr = unsafe { p.weights.add(row as usize * cols) }.cast::<[u32; 4]>();
-            let mut load = sub;
-            while load < loads_per_row {
-                // SAFETY: `load < cols / 8` stays in the row; rows are 16-byte aligned because
-                // the matrix is and `cols` is a multiple of 8.
-                let w = unsafe { device::load_global_nc_v4(row_ptr.add(load as usize)) };
-                let at = (load * VALUES_PER_LOAD) as usize;
-                partial += dot8(w, &x[at..at + VALUES_PER_LOAD as usize]);
-                load += lanes_per_row;
-            }
-        }
-        // Every lane takes part in the shuffles, even past the last row.
-        let mut offset = lanes_per_row / 2;
-        while offset > 0 {
-            partial += device::shfl_xor_f32(partial, offset);
-            offset /= 2;
-        }
-        if sub == 0 && row < p.rows {
-            let key = argmax_key(partial, row);
-            if key > best {
-                best = key;
-            }
-        }
-        base += warps_in_grid * rows_per_pass;
-    }
-
-    // 3. One atomic per warp merges its best into the grid's.
-    let best = device::warp_max_u64(best);
-    if lane == 0 && best != 0 {
-        // SAFETY: `result` is a valid, aligned u64 in global memory.
-        unsafe { device::atomic_max_u64(p.result, best) };
-    }
+    // SAFETY: forwarded contract.
+    unsafe { argmax_rows(p.weights, x, p.rows, p.lanes_per_row, p.result) };
 }

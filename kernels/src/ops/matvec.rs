@@ -1,0 +1,146 @@
+//! Matrix-vector products over BF16 weights, split across every warp of the grid.
+//!
+//! The matrix is cut into *units* of `R` consecutive rows (`R = 1` for a plain matvec, `R = 2`
+//! for the interleaved gate/up matrix, whose rows `2j` and `2j + 1` are gate and up of the same
+//! output `j`). `lanes_per_row` lanes share a unit, so a warp handles `32 / lanes_per_row` units
+//! per pass and the grid's warps stride over all units. The lane that finishes a unit calls the
+//! epilogue with its `R` dot products; the epilogue does the rest (residual add, SiLU, argmax).
+
+use crate::device;
+
+/// BF16 values per 128-bit load.
+pub const VALUES_PER_LOAD: u32 = 8;
+
+/// How the grid's warps cut a matrix: shared by the matvec and by the prefetch that warms L2
+/// for it, so both touch exactly the same rows.
+#[derive(Clone, Copy)]
+pub struct RowSplit {
+    pub lanes_per_row: u32,
+    pub units_per_pass: u32,
+    pub group: u32,
+    pub sub: u32,
+    pub first_unit: u32,
+    pub unit_stride: u32,
+}
+
+impl RowSplit {
+    /// This thread's place in the split for the current grid.
+    #[inline(always)]
+    pub fn here(lanes_per_row: u32) -> Self {
+        let units_per_pass = device::WARP_SIZE / lanes_per_row;
+        let lane = device::lane_id();
+        let warps_in_grid = device::grid_dim() * device::warps_per_block();
+        let warp_in_grid = device::block_idx() * device::warps_per_block() + device::warp_id();
+        RowSplit {
+            lanes_per_row,
+            units_per_pass,
+            group: lane / lanes_per_row,
+            sub: lane % lanes_per_row,
+            first_unit: warp_in_grid * units_per_pass,
+            unit_stride: warps_in_grid * units_per_pass,
+        }
+    }
+}
+
+/// Dot product of 8 BF16 weights (one 128-bit load) with 8 f32 activations.
+#[inline(always)]
+pub fn dot8(w: [u32; 4], x: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    let mut i = 0;
+    while i < 4 {
+        let (a, b) = device::bf16x2_to_f32(w[i]);
+        acc += a * x[2 * i] + b * x[2 * i + 1];
+        i += 1;
+    }
+    acc
+}
+
+/// `epilogue(unit, [W[unit·R + r] · x for r in 0..R])` for every unit of `R` rows of the
+/// `(units·R) × x.len()` matrix `weights`, each unit on exactly one lane of the grid.
+///
+/// # Safety
+/// `weights` must be 16-byte aligned and hold `units · R · x.len()` BF16 values; `x.len()` a
+/// multiple of [`VALUES_PER_LOAD`]; `lanes_per_row` a power of two up to 32; every lane of
+/// the warp must call this function (the shuffles need them all).
+#[inline(always)]
+pub unsafe fn matvec<const R: usize>(
+    weights: *const u16,
+    x: &[f32],
+    units: u32,
+    lanes_per_row: u32,
+    mut epilogue: impl FnMut(u32, [f32; R]),
+) {
+    let cols = x.len();
+    let loads_per_row = cols as u32 / VALUES_PER_LOAD;
+    let split = RowSplit::here(lanes_per_row);
+    let mut base = split.first_unit;
+    while base < units {
+        let unit = base + split.group;
+        let mut partial = [0.0f32; R];
+        if unit < units {
+            let mut r = 0;
+            while r < R {
+                let row = unit as usize * R + r;
+                // SAFETY: `unit < units`, so the row lies inside the matrix; rows are 16-byte
+                // aligned because the matrix is and `cols` is a multiple of 8.
+                let row_ptr = unsafe { weights.add(row * cols) }.cast::<[u32; 4]>();
+                let mut load = split.sub;
+                while load < loads_per_row {
+                    // SAFETY: `load < cols / 8` stays in the row.
+                    let w = unsafe { device::load_global_nc_v4(row_ptr.add(load as usize)) };
+                    let at = (load * VALUES_PER_LOAD) as usize;
+                    partial[r] += dot8(w, &x[at..at + VALUES_PER_LOAD as usize]);
+                    load += lanes_per_row;
+                }
+                r += 1;
+            }
+        }
+        // Every lane takes part in the shuffles, even past the last unit.
+        let mut offset = lanes_per_row / 2;
+        while offset > 0 {
+            let mut r = 0;
+            while r < R {
+                partial[r] += device::shfl_xor_f32(partial[r], offset);
+                r += 1;
+            }
+            offset /= 2;
+        }
+        if split.sub == 0 && unit < units {
+            epilogue(unit, partial);
+        }
+        base += split.unit_stride;
+    }
+}
+
+/// Asks L2 for the rows this thread's warp will read in `matvec::<R>` over the same matrix, so
+/// that a block waiting at a barrier already pulls the weights of a later stage.
+///
+/// # Safety
+/// As [`matvec`]: `weights` must point to the whole matrix.
+#[inline(always)]
+pub unsafe fn prefetch<const R: usize>(
+    weights: *const u16,
+    cols: u32,
+    units: u32,
+    lanes_per_row: u32,
+) {
+    const LINE_BYTES: usize = 128;
+    let split = RowSplit::here(lanes_per_row);
+    let unit_bytes = R * cols as usize * 2;
+    let lines_per_unit = unit_bytes.div_ceil(LINE_BYTES) as u32;
+    let mut base = split.first_unit;
+    while base < units {
+        let unit = base + split.group;
+        if unit < units {
+            // SAFETY: inside the matrix, as in `matvec`.
+            let start = unsafe { weights.cast::<u8>().add(unit as usize * unit_bytes) };
+            let mut line = split.sub;
+            while line < lines_per_unit {
+                // SAFETY: the line starts inside the unit's rows.
+                unsafe { device::prefetch_l2(start.add(line as usize * LINE_BYTES)) };
+                line += split.lanes_per_row;
+            }
+        }
+        base += split.unit_stride;
+    }
+}

@@ -1,0 +1,453 @@
+//! The persistent decode step: one launch runs a whole token through the model.
+//!
+//! embedding row → for each layer { RMSNorm · QKV │ q/k norm · RoPE · KV append · split-K
+//! attention │ combine │ O + residual │ RMSNorm · gate/up · SiLU·up │ down + residual } →
+//! final RMSNorm · LM head · argmax → next token id in [`StepControl`].
+//!
+//! `│` marks a grid barrier ([`sync::GridSync`]). Every block runs the same sequence over its
+//! share of each stage's rows; RMSNorm is done redundantly by every block so that it needs no
+//! barrier of its own, and the wait at each barrier first issues L2 prefetches of weights a
+//! later stage will read. The token and position are read from and written back to device
+//! memory, so the host can launch step after step without touching them.
+//!
+//! All dimensions come from [`ModelDims`], filled from the checkpoint's config: the same code
+//! runs the real Qwen3-0.6B on the GPU and tiny test checkpoints on the emulator.
+
+pub mod attention;
+#[cfg(not(target_arch = "nvptx64"))]
+pub mod host;
+pub mod sync;
+
+use crate::device;
+use crate::ops::argmax::argmax_rows;
+use crate::ops::matvec::{matvec, prefetch};
+use crate::ops::norm::{bf16, rmsnorm_block};
+use attention::{AttentionItem, attend, attention_split, combine, warp_scratch_floats};
+use sync::{ErrorKind, GridSync, SYNC_SHARED_BYTES, Stage, StepError, record_error};
+
+/// The model's shape, from `config.json`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelDims {
+    pub hidden: u32,
+    pub intermediate: u32,
+    pub layers: u32,
+    pub q_heads: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    pub vocab: u32,
+    /// Positions the KV cache holds (`--max-context`), not the model's maximum.
+    pub max_context: u32,
+    pub rms_eps: f32,
+    /// `head_dim^-0.5`.
+    pub attention_scale: f32,
+}
+
+impl ModelDims {
+    pub const fn q_dim(&self) -> u32 {
+        self.q_heads * self.head_dim
+    }
+    pub const fn kv_dim(&self) -> u32 {
+        self.kv_heads * self.head_dim
+    }
+    /// Rows of the fused QKV matrix.
+    pub const fn qkv_rows(&self) -> u32 {
+        self.q_dim() + 2 * self.kv_dim()
+    }
+}
+
+/// How the work is cut for a launch; chosen by the host for the device it runs on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchShape {
+    /// Lanes that share one matrix row (1 to 32): many on the GPU (coalesced 128-bit loads),
+    /// one on the emulator (no shuffles per row).
+    pub lanes_per_row: u32,
+    /// Shortest and longest attention chunk (positions per split-K item).
+    pub min_chunk: u32,
+    pub max_chunk: u32,
+    /// Padding so that the u64 below is 8-byte aligned on both sides.
+    pub reserved: u32,
+    /// How long one barrier may wait before the step fails with a timeout.
+    pub spin_limit_ns: u64,
+}
+
+/// One layer's weights (BF16, layout of the packed format: docs/FORMAT.md).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LayerPointers {
+    pub input_norm: *const u16,
+    pub qkv: *const u16,
+    pub q_norm: *const u16,
+    pub k_norm: *const u16,
+    pub o: *const u16,
+    pub post_norm: *const u16,
+    pub gate_up: *const u16,
+    pub down: *const u16,
+}
+
+/// The device-resident state that carries a step's input and output and the grid's
+/// synchronisation words. The host zeroes it once, then writes `token`/`position` only to
+/// feed prompt tokens.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepControl {
+    /// In: the token to feed. Out: the token the model chose next.
+    pub token: u32,
+    /// In: the position `token` goes to. Out: the next position.
+    pub position: u32,
+    /// Grid barrier arrivals (only grows, wrapping).
+    pub barrier_count: u32,
+    /// `barrier_count` at the start of the next step.
+    pub barrier_base: u32,
+    /// 0, or a [`sync::StepError`] word.
+    pub error: u32,
+    /// Steps completed, for the host's sanity checks.
+    pub steps: u32,
+    /// The LM head's running argmax key (see [`crate::ops::argmax`]); 0 between steps.
+    pub argmax_key: u64,
+}
+
+/// Everything one launch needs. Passed by value to the PTX kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StepParams {
+    pub dims: ModelDims,
+    pub shape: LaunchShape,
+    /// Partials per head the `attn_partial` buffer holds.
+    pub max_splits: u32,
+    pub reserved: u32,
+    pub embedding: *const u16,
+    pub lm_head: *const u16,
+    pub final_norm: *const u16,
+    /// `dims.layers` entries.
+    pub layers: *const LayerPointers,
+    /// `max_context × head_dim` f32: (cos, sin) pairs per position (see [`host::rope_table`]).
+    pub rope: *const f32,
+    /// `layers × kv_heads × max_context × head_dim` f32 each.
+    pub k_cache: *mut f32,
+    pub v_cache: *mut f32,
+    /// The residual stream, `hidden` f32.
+    pub x: *mut f32,
+    /// Q, K, V of this position before norm and RoPE, `qkv_rows` f32.
+    pub qkv: *mut f32,
+    /// Split-K partials, `q_heads × max_splits × (head_dim + 2)` f32.
+    pub attn_partial: *mut f32,
+    /// Attention output, `q_dim` f32.
+    pub attn_out: *mut f32,
+    /// SiLU(gate)·up, `intermediate` f32.
+    pub act: *mut f32,
+    pub control: *mut StepControl,
+}
+
+// SAFETY: plain data; the pointers name memory the launch owns while it runs.
+unsafe impl Send for StepParams {}
+// SAFETY: as above; kernels only read the struct.
+unsafe impl Sync for StepParams {}
+
+/// Dynamic shared memory a block needs, in bytes: the barrier/reduction header, then a work
+/// area that holds either a whole input vector of a matvec or every warp's attention scratch.
+pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block: u32) -> usize {
+    let mut vector = dims.hidden;
+    if dims.q_dim() > vector {
+        vector = dims.q_dim();
+    }
+    if dims.intermediate > vector {
+        vector = dims.intermediate;
+    }
+    let attention = warps_per_block * warp_scratch_floats(dims.head_dim, shape.max_chunk);
+    let floats = if attention > vector {
+        attention
+    } else {
+        vector
+    };
+    SYNC_SHARED_BYTES + floats as usize * 4
+}
+
+/// The most split-K partials per head a step can produce with this shape.
+pub const fn max_splits(dims: &ModelDims, shape: &LaunchShape, warps_in_grid: u32) -> u32 {
+    attention_split(
+        dims.max_context,
+        warps_in_grid,
+        dims.q_heads,
+        shape.min_chunk,
+        shape.max_chunk,
+    )
+    .splits
+}
+
+/// Barriers one step passes: six per layer (five when attention needs no combine), and one
+/// after the LM head.
+pub const fn barriers_per_step(layers: u32, splits: u32) -> u32 {
+    layers * if splits > 1 { 6 } else { 5 } + 1
+}
+
+/// Copies `n` f32s of global `src` into the block's shared work area and synchronises.
+#[inline(always)]
+unsafe fn stage_vector(work: *mut f32, src: *const f32, n: usize) {
+    let mut i = device::thread_idx() as usize;
+    while i < n {
+        // SAFETY: the work area holds the largest vector; `src` holds `n` values.
+        unsafe { work.add(i).write(src.add(i).read()) };
+        i += device::block_dim() as usize;
+    }
+    device::sync_threads();
+}
+
+#[inline(always)]
+fn silu(x: f32) -> f32 {
+    x / (1.0 + device::exp(-x))
+}
+
+/// The whole decode step. Launch with a grid no larger than what can be resident at once,
+/// blocks of whole warps and [`shared_bytes`] of dynamic shared memory.
+///
+/// # Safety
+/// Every pointer in `p` must be valid for the sizes documented on [`StepParams`]; every thread
+/// of the grid must call this function.
+#[inline(always)]
+pub unsafe fn decode_step(p: &StepParams) {
+    let d = &p.dims;
+    let control = p.control;
+    let lanes = p.shape.lanes_per_row;
+    let smem = device::shared_memory();
+    // SAFETY: the launch gives `shared_bytes` bytes: a header, then the work area.
+    let (reduce, work) = unsafe {
+        (
+            smem.add(16).cast::<f32>(),
+            smem.add(SYNC_SHARED_BYTES).cast::<f32>(),
+        )
+    };
+    let vector = |n: u32| -> &[f32] {
+        // SAFETY: the work area holds the largest vector and is written before it is read.
+        unsafe { core::slice::from_raw_parts(work, n as usize) }
+    };
+    // SAFETY: written by the host or the previous step, before this launch.
+    let (token, pos) = unsafe {
+        (
+            (&raw const (*control).token).read_volatile(),
+            (&raw const (*control).position).read_volatile(),
+        )
+    };
+    if pos >= d.max_context || token >= d.vocab {
+        if device::block_idx() == 0 && device::thread_idx() == 0 {
+            let kind = if pos >= d.max_context {
+                ErrorKind::ContextFull
+            } else {
+                ErrorKind::BadToken
+            };
+            let error = StepError {
+                kind,
+                stage: Stage::Start,
+                layer: 0,
+                block: 0,
+            };
+            // SAFETY: the launch's control block.
+            unsafe { record_error(control, error) };
+        }
+        return;
+    }
+    // SAFETY: the control block of this launch.
+    let mut sync = unsafe { GridSync::new(control, p.shape.spin_limit_ns) };
+    let warps_in_grid = device::grid_dim() * device::warps_per_block();
+    let warp_in_grid = device::block_idx() * device::warps_per_block() + device::warp_id();
+    let split = attention_split(
+        pos + 1,
+        warps_in_grid,
+        d.q_heads,
+        p.shape.min_chunk,
+        p.shape.max_chunk,
+    );
+    // SAFETY: the embedding has `vocab` rows and `token < vocab`.
+    let embedding_row = unsafe { p.embedding.add(token as usize * d.hidden as usize) };
+
+    // The residual stream starts as the token's embedding row (block 0 writes it; every block
+    // normalises straight from the row, so nobody waits for the copy).
+    if device::block_idx() == 0 {
+        let mut i = device::thread_idx() as usize;
+        while i < d.hidden as usize {
+            // SAFETY: `x` holds `hidden` values.
+            unsafe { p.x.add(i).write(bf16(embedding_row, i)) };
+            i += device::block_dim() as usize;
+        }
+    }
+
+    let mut layer = 0;
+    while layer < d.layers {
+        // SAFETY: `layers` has `dims.layers` entries.
+        let w = unsafe { &*p.layers.add(layer as usize) };
+        let next = if layer + 1 < d.layers {
+            Some(unsafe { &*p.layers.add(layer as usize + 1) })
+        } else {
+            None
+        };
+
+        // 1. RMSNorm (every block) and the fused QKV projection.
+        // SAFETY: buffers sized per `StepParams`.
+        unsafe {
+            if layer == 0 {
+                rmsnorm_block(
+                    |i| bf16(embedding_row, i),
+                    d.hidden as usize,
+                    w.input_norm,
+                    d.rms_eps,
+                    work,
+                    reduce,
+                );
+            } else {
+                rmsnorm_block(
+                    |i| p.x.add(i).read(),
+                    d.hidden as usize,
+                    w.input_norm,
+                    d.rms_eps,
+                    work,
+                    reduce,
+                );
+            }
+            matvec::<1>(w.qkv, vector(d.hidden), d.qkv_rows(), lanes, |row, [v]| {
+                p.qkv.add(row as usize).write(v)
+            });
+            // While waiting, pull this layer's O projection into L2.
+            if !sync.barrier(Stage::Qkv, layer, || {
+                prefetch::<1>(w.o, d.q_dim(), d.hidden, lanes)
+            }) {
+                return;
+            }
+        }
+
+        // 2. Attention: (head, chunk) items over all warps of the grid.
+        let scratch_floats = warp_scratch_floats(d.head_dim, p.shape.max_chunk) as usize;
+        // SAFETY: each warp has its own scratch in the work area.
+        let scratch = unsafe { work.add(device::warp_id() as usize * scratch_floats) };
+        let items = d.q_heads * split.splits;
+        let mut item = warp_in_grid;
+        while item < items {
+            let work_item = AttentionItem {
+                layer,
+                pos,
+                head: item / split.splits,
+                split: item % split.splits,
+                shape: split,
+            };
+            // SAFETY: the warp's own scratch; every lane runs the item.
+            unsafe { attend(p, w, work_item, scratch) };
+            item += warps_in_grid;
+        }
+        // SAFETY: as above.
+        unsafe {
+            if !sync.barrier(Stage::Attention, layer, || {
+                prefetch::<2>(w.gate_up, d.hidden, d.intermediate, lanes)
+            }) {
+                return;
+            }
+            if split.splits > 1 {
+                let mut head = warp_in_grid;
+                while head < d.q_heads {
+                    combine(p, head, split.splits);
+                    head += warps_in_grid;
+                }
+                if !sync.barrier(Stage::Combine, layer, || {}) {
+                    return;
+                }
+            }
+        }
+
+        // 3. Output projection, added to the residual stream.
+        // SAFETY: buffers sized per `StepParams`; each row has one writer.
+        unsafe {
+            stage_vector(work, p.attn_out, d.q_dim() as usize);
+            matvec::<1>(w.o, vector(d.q_dim()), d.hidden, lanes, |row, [v]| {
+                let x = p.x.add(row as usize);
+                x.write(x.read() + v)
+            });
+            if !sync.barrier(Stage::OutputProjection, layer, || {
+                prefetch::<1>(w.down, d.intermediate, d.hidden, lanes)
+            }) {
+                return;
+            }
+        }
+
+        // 4. RMSNorm (every block), gate and up together, SiLU(gate)·up.
+        // SAFETY: as above; gate_up rows 2j and 2j+1 are gate and up of output j.
+        unsafe {
+            rmsnorm_block(
+                |i| p.x.add(i).read(),
+                d.hidden as usize,
+                w.post_norm,
+                d.rms_eps,
+                work,
+                reduce,
+            );
+            matvec::<2>(
+                w.gate_up,
+                vector(d.hidden),
+                d.intermediate,
+                lanes,
+                |j, [gate, up]| p.act.add(j as usize).write(silu(gate) * up),
+            );
+            let prefetch_next = || match next {
+                Some(n) => prefetch::<1>(n.qkv, d.hidden, d.qkv_rows(), lanes),
+                None => prefetch::<1>(p.lm_head, d.hidden, d.vocab, lanes),
+            };
+            if !sync.barrier(Stage::GateUp, layer, prefetch_next) {
+                return;
+            }
+        }
+
+        // 5. Down projection, added to the residual stream.
+        // SAFETY: as above.
+        unsafe {
+            stage_vector(work, p.act, d.intermediate as usize);
+            matvec::<1>(
+                w.down,
+                vector(d.intermediate),
+                d.hidden,
+                lanes,
+                |row, [v]| {
+                    let x = p.x.add(row as usize);
+                    x.write(x.read() + v)
+                },
+            );
+            if !sync.barrier(Stage::Down, layer, || {}) {
+                return;
+            }
+        }
+        layer += 1;
+    }
+
+    // 6. Final RMSNorm, LM head and argmax, fused: no logit leaves the SM.
+    // SAFETY: as above.
+    unsafe {
+        rmsnorm_block(
+            |i| p.x.add(i).read(),
+            d.hidden as usize,
+            p.final_norm,
+            d.rms_eps,
+            work,
+            reduce,
+        );
+        argmax_rows(
+            p.lm_head,
+            vector(d.hidden),
+            d.vocab,
+            lanes,
+            &raw mut (*control).argmax_key,
+        );
+        if !sync.barrier(Stage::LmHead, d.layers, || {}) {
+            return;
+        }
+    }
+
+    // 7. Block 0 publishes the token and readies the control block for the next launch.
+    if device::block_idx() == 0 && device::thread_idx() == 0 {
+        // SAFETY: every block's atomic max is ordered before the last barrier.
+        unsafe {
+            let key = device::load_relaxed_u64(&raw const (*control).argmax_key);
+            (*control).argmax_key = 0;
+            (*control).token = crate::ops::argmax::key_row(key);
+            (*control).position = pos + 1;
+            (*control).steps = (*control).steps.wrapping_add(1);
+            (*control).barrier_base = sync.next_base();
+        }
+    }
+}

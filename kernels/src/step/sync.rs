@@ -1,0 +1,214 @@
+//! Grid-wide synchronisation for the persistent kernel: a barrier on a counter in global
+//! memory, with release/acquire ordering, a bounded spin and an error word.
+//!
+//! The counter only grows. A step that passes its `k`-th barrier waits until the counter
+//! reaches `base + k · grid`, where `base` is the value it had when the step began; the last
+//! block of a step moves `base` forward for the next launch. Nothing needs resetting between
+//! launches, and wrapping arithmetic keeps it correct past 2³² arrivals.
+//!
+//! Never a hang: a barrier that waits longer than the launch's spin limit records
+//! [`ErrorKind::Timeout`] with the stage, layer and block in the error word, and every block
+//! that sees a non-zero error word leaves the kernel. The host turns the word into a sentence.
+
+use super::StepControl;
+use crate::device;
+
+/// What went wrong in a step, as recorded in [`StepControl::error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ErrorKind {
+    /// A barrier waited past the spin limit: some block never arrived.
+    Timeout = 1,
+    /// The position to write is at or past the KV cache's end.
+    ContextFull = 2,
+    /// The input token is not in the vocabulary.
+    BadToken = 3,
+}
+
+/// The place in the step where something happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Stage {
+    Start = 0,
+    Qkv = 1,
+    Attention = 2,
+    Combine = 3,
+    OutputProjection = 4,
+    GateUp = 5,
+    Down = 6,
+    LmHead = 7,
+}
+
+impl Stage {
+    /// Human name, for error messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stage::Start => "start of step",
+            Stage::Qkv => "QKV projection",
+            Stage::Attention => "attention",
+            Stage::Combine => "attention combine",
+            Stage::OutputProjection => "output projection",
+            Stage::GateUp => "gate/up projection",
+            Stage::Down => "down projection",
+            Stage::LmHead => "LM head and argmax",
+        }
+    }
+
+    const fn from_code(code: u32) -> Stage {
+        match code {
+            1 => Stage::Qkv,
+            2 => Stage::Attention,
+            3 => Stage::Combine,
+            4 => Stage::OutputProjection,
+            5 => Stage::GateUp,
+            6 => Stage::Down,
+            7 => Stage::LmHead,
+            _ => Stage::Start,
+        }
+    }
+}
+
+/// A decoded error word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepError {
+    pub kind: ErrorKind,
+    pub stage: Stage,
+    pub layer: u32,
+    pub block: u32,
+}
+
+impl StepError {
+    /// Packs the error into the 32-bit word: kind (4 bits), stage (4), layer (8), block (16).
+    pub const fn encode(self) -> u32 {
+        ((self.kind as u32) << 28)
+            | ((self.stage as u32 & 0xf) << 24)
+            | ((self.layer & 0xff) << 16)
+            | (self.block & 0xffff)
+    }
+
+    /// The error a non-zero word describes; `None` for 0 (no error) or an unknown kind.
+    pub const fn decode(word: u32) -> Option<StepError> {
+        let kind = match word >> 28 {
+            1 => ErrorKind::Timeout,
+            2 => ErrorKind::ContextFull,
+            3 => ErrorKind::BadToken,
+            _ => return None,
+        };
+        Some(StepError {
+            kind,
+            stage: Stage::from_code((word >> 24) & 0xf),
+            layer: (word >> 16) & 0xff,
+            block: word & 0xffff,
+        })
+    }
+}
+
+/// Records `error` unless an earlier one is there: the first error explains the others.
+///
+/// # Safety
+/// `control` must be the launch's control block.
+#[inline(always)]
+pub unsafe fn record_error(control: *mut StepControl, error: StepError) {
+    // SAFETY: the field is a u32 in global memory, accessed atomically by every block.
+    unsafe { device::atomic_cas_u32(&raw mut (*control).error, 0, error.encode()) };
+}
+
+/// Bytes at the start of shared memory that the barrier and block reductions use.
+pub const SYNC_SHARED_BYTES: usize = 256;
+
+/// One block's view of the grid barrier during a step.
+pub struct GridSync {
+    control: *mut StepControl,
+    base: u32,
+    passed: u32,
+    spin_limit_ns: u64,
+}
+
+impl GridSync {
+    /// Starts the step's barrier sequence from the base the previous step left.
+    ///
+    /// # Safety
+    /// `control` must be the launch's control block.
+    #[inline(always)]
+    pub unsafe fn new(control: *mut StepControl, spin_limit_ns: u64) -> Self {
+        // SAFETY: written only by the previous launch's last block, before this launch began.
+        let base = unsafe { (&raw const (*control).barrier_base).read_volatile() };
+        GridSync {
+            control,
+            base,
+            passed: 0,
+            spin_limit_ns,
+        }
+    }
+
+    /// Barriers passed so far in this step.
+    pub fn passed(&self) -> u32 {
+        self.passed
+    }
+
+    /// The base the next step starts from.
+    pub fn next_base(&self) -> u32 {
+        self.base
+            .wrapping_add(self.passed.wrapping_mul(device::grid_dim()))
+    }
+
+    /// Waits until every block of the grid has arrived. `prefetch` runs first on every thread:
+    /// the loads it issues for later stages overlap the wait (productive spin). Returns `false`
+    /// when the step must stop because an error was recorded (by this block or another).
+    ///
+    /// # Safety
+    /// Every thread of every block must call it the same number of times with the same stage.
+    #[inline(always)]
+    pub unsafe fn barrier(&mut self, stage: Stage, layer: u32, prefetch: impl FnOnce()) -> bool {
+        prefetch();
+        let stop_flag = device::shared_memory().cast::<u32>();
+        device::sync_threads();
+        self.passed += 1;
+        let target = self.next_base();
+        if device::thread_idx() == 0 {
+            // SAFETY: the control block's fields are global u32s used atomically here.
+            let stop = unsafe { self.arrive_and_wait(target, stage, layer) };
+            // SAFETY: word 0 of shared memory is reserved for this flag.
+            unsafe { stop_flag.write_volatile(stop as u32) };
+        }
+        device::sync_threads();
+        // SAFETY: written by thread 0 before the barrier above.
+        unsafe { stop_flag.read_volatile() == 0 }
+    }
+
+    /// Thread 0's part: publish the block's writes, arrive, spin until `target` (bounded).
+    /// Returns true when the step must stop.
+    unsafe fn arrive_and_wait(&self, target: u32, stage: Stage, layer: u32) -> bool {
+        let control = self.control;
+        // The block's writes (ordered before this thread by `sync_threads`) become visible at
+        // GPU scope before the arrival does.
+        device::fence_acq_rel_gpu();
+        // SAFETY: global u32s of the control block.
+        unsafe {
+            device::atomic_add_release_gpu(&raw mut (*control).barrier_count, 1);
+            let start = device::global_timer_ns();
+            loop {
+                let count = device::load_acquire_gpu(&raw const (*control).barrier_count);
+                if count.wrapping_sub(target) as i32 >= 0 {
+                    return false;
+                }
+                if device::load_acquire_gpu(&raw const (*control).error) != 0 {
+                    return true;
+                }
+                if device::global_timer_ns().wrapping_sub(start) > self.spin_limit_ns {
+                    record_error(
+                        control,
+                        StepError {
+                            kind: ErrorKind::Timeout,
+                            stage,
+                            layer,
+                            block: device::block_idx(),
+                        },
+                    );
+                    return true;
+                }
+                device::nanosleep(32);
+            }
+        }
+    }
+}
