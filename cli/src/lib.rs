@@ -4,6 +4,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod gpu;
+pub mod hub;
 pub mod prompt;
 pub mod ptx;
 pub mod ptxas;

@@ -1,0 +1,628 @@
+//! Hermetic tests: every cache is a temp directory, every environment a map, and the "hub" is
+//! either an unreachable address or a tiny HTTP server in a thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+const COMMIT: &str = "c1e4e6a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6";
+const OTHER_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn settings_from(vars: &[(&str, &str)]) -> HubSettings {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    HubSettings::from_lookup(|name| map.get(name).cloned()).unwrap()
+}
+
+/// Settings whose cache is `root/hub` and whose network is a closed port.
+fn settings_in(root: &Path) -> HubSettings {
+    let mut s = settings_from(&[("HF_HOME", root.to_str().unwrap())]);
+    s.endpoint = "http://127.0.0.1:9".into();
+    s
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A cache entry as huggingface_hub lays it out: files in blobs/, symlinks in the snapshot.
+fn fake_cached_repo(hub: &Path, repo_id: &str, commit: &str, files: &[&str], refs: &[&str]) {
+    let repo = hub.join(repo_folder(repo_id));
+    for (i, name) in files.iter().enumerate() {
+        let blob = repo.join("blobs").join(format!("blob{i}-{name}"));
+        write(&blob, format!("{{\"file\": \"{name}\"}}").as_bytes());
+        let link = repo.join("snapshots").join(commit).join(name);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&blob, &link).unwrap();
+        #[cfg(not(unix))]
+        std::fs::copy(&blob, &link).unwrap();
+    }
+    for name in refs {
+        write(&repo.join("refs").join(name), commit.as_bytes());
+    }
+}
+
+const FULL: [&str; 5] = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "model.safetensors",
+];
+
+// ------------------------------------------------------------------------------------------
+// --model parsing
+
+#[test]
+fn spec_parsing_tells_directories_from_repo_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_eq!(
+        ModelSource::parse(d, "main").unwrap(),
+        ModelSource::Local(dir.path().into())
+    );
+    assert_eq!(
+        ModelSource::parse("Qwen/Qwen3-0.6B", "main").unwrap(),
+        ModelSource::Hub {
+            repo_id: "Qwen/Qwen3-0.6B".into(),
+            revision: "main".into()
+        }
+    );
+    assert!(matches!(
+        ModelSource::parse("gpt2", "v1.0").unwrap(),
+        ModelSource::Hub { .. }
+    ));
+
+    let missing = dir.path().join("nope");
+    let err = ModelSource::parse(missing.to_str().unwrap(), "main").unwrap_err();
+    assert!(matches!(err, HubError::LocalDirMissing { .. }), "{err}");
+    assert!(err.to_string().contains("does not exist"));
+    for spec in ["./models/qwen", "a/b/c", "~/qwen"] {
+        let err = ModelSource::parse(spec, "main").unwrap_err();
+        assert!(
+            matches!(err, HubError::LocalDirMissing { .. }),
+            "{spec}: {err}"
+        );
+    }
+    for spec in [
+        "",
+        "Qwen/Qwen 3",
+        "Qwen--x/y",
+        "a/-b",
+        "org/name.git",
+        "Qwen/Qwen3:0.6B",
+    ] {
+        let err = ModelSource::parse(spec, "main").unwrap_err();
+        assert!(
+            matches!(err, HubError::InvalidSpec { .. }),
+            "{spec:?}: {err}"
+        );
+    }
+
+    let file = dir.path().join("model.safetensors");
+    write(&file, b"x");
+    let err = ModelSource::parse(file.to_str().unwrap(), "main").unwrap_err();
+    assert!(matches!(err, HubError::LocalIsFile { .. }), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Local directories
+
+#[test]
+fn local_dir_without_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("model.safetensors"), b"x");
+    let err = ModelSource::resolve(
+        dir.path().to_str().unwrap(),
+        "main",
+        true,
+        &settings_in(dir.path()),
+    )
+    .unwrap_err();
+    assert!(matches!(err, HubError::LocalNoConfig { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("no config.json") && text.contains(&dir.path().display().to_string()));
+}
+
+#[test]
+fn local_dir_files_are_found_and_optional_ones_reported_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("config.json"), b"{}");
+    let err = ModelFiles::from_dir(dir.path(), Origin::Local).unwrap_err();
+    assert!(matches!(err, HubError::NoWeights { .. }), "{err}");
+
+    write(&dir.path().join("model.safetensors"), b"weights");
+    let files = ModelFiles::from_dir(dir.path(), Origin::Local).unwrap();
+    assert_eq!(files.weights, vec![dir.path().join("model.safetensors")]);
+    assert_eq!(files.generation_config, None);
+    assert_eq!(files.tokenizer, dir.path().join("tokenizer.json"));
+    assert_eq!(files.weights_index, None);
+}
+
+#[test]
+fn sharded_weights_follow_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("config.json"), b"{}");
+    let index = dir.path().join("model.safetensors.index.json");
+    write(
+        &index,
+        br#"{"metadata": {}, "weight_map": {
+            "model.norm.weight": "model-00002-of-00002.safetensors",
+            "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+            "lm_head.weight": "model-00002-of-00002.safetensors"}}"#,
+    );
+    write(&dir.path().join("model-00001-of-00002.safetensors"), b"a");
+    let err = ModelFiles::from_dir(dir.path(), Origin::Local).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("model-00002-of-00002.safetensors, which is missing"),
+        "{err}"
+    );
+
+    write(&dir.path().join("model-00002-of-00002.safetensors"), b"b");
+    let files = ModelFiles::from_dir(dir.path(), Origin::Local).unwrap();
+    assert_eq!(
+        files.weights,
+        vec![
+            dir.path().join("model-00001-of-00002.safetensors"),
+            dir.path().join("model-00002-of-00002.safetensors")
+        ]
+    );
+    assert_eq!(files.weights_index, Some(index.clone()));
+
+    // An index is input: it must not reach outside the model directory.
+    write(
+        &index,
+        br#"{"weight_map": {"x": "../../etc/evil.safetensors"}}"#,
+    );
+    let err = ModelFiles::from_dir(dir.path(), Origin::Local).unwrap_err();
+    assert!(matches!(err, HubError::BadIndex { .. }), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------
+// The hub cache, offline
+
+#[test]
+fn offline_resolution_follows_refs_to_the_snapshot() {
+    let root = tempfile::tempdir().unwrap();
+    let settings = settings_in(root.path());
+    fake_cached_repo(
+        &settings.hub_cache,
+        "Qwen/Qwen3-0.6B",
+        COMMIT,
+        &FULL,
+        &["main", "refs/pr/1"],
+    );
+    let snapshot = settings
+        .hub_cache
+        .join("models--Qwen--Qwen3-0.6B/snapshots")
+        .join(COMMIT);
+
+    let files = ModelSource::resolve("Qwen/Qwen3-0.6B", "main", true, &settings).unwrap();
+    assert_eq!(files.dir, snapshot);
+    assert_eq!(
+        files.origin,
+        Origin::Hub {
+            repo_id: "Qwen/Qwen3-0.6B".into(),
+            revision: "main".into(),
+            commit: COMMIT.into()
+        }
+    );
+    assert_eq!(files.config, snapshot.join("config.json"));
+    assert_eq!(
+        files.generation_config,
+        Some(snapshot.join("generation_config.json"))
+    );
+    assert_eq!(files.weights, vec![snapshot.join("model.safetensors")]);
+    // The files are readable through the snapshot's symlinks.
+    assert!(
+        std::fs::read_to_string(&files.tokenizer)
+            .unwrap()
+            .contains("tokenizer.json")
+    );
+
+    // A ref with a slash, and a commit given directly (no ref file for it).
+    let pr = ModelSource::resolve("Qwen/Qwen3-0.6B", "refs/pr/1", true, &settings).unwrap();
+    assert_eq!(pr.dir, snapshot);
+    let by_commit = ModelSource::resolve("Qwen/Qwen3-0.6B", COMMIT, true, &settings).unwrap();
+    assert_eq!(by_commit.dir, snapshot);
+}
+
+#[test]
+fn a_complete_cache_is_used_online_without_the_network() {
+    let root = tempfile::tempdir().unwrap();
+    let settings = settings_in(root.path()); // endpoint is a closed port
+    fake_cached_repo(
+        &settings.hub_cache,
+        "Qwen/Qwen3-0.6B",
+        COMMIT,
+        &FULL,
+        &["main"],
+    );
+    let files = ModelSource::resolve("Qwen/Qwen3-0.6B", "main", false, &settings).unwrap();
+    assert!(files.dir.ends_with(COMMIT));
+}
+
+#[test]
+fn offline_cache_miss_names_the_searched_path_and_the_fixes() {
+    let root = tempfile::tempdir().unwrap();
+    let settings = settings_in(root.path());
+    let repo_dir = settings.hub_cache.join("models--Qwen--Qwen3-0.6B");
+
+    let miss = |revision: &str| -> (HubError, String) {
+        let err = ModelSource::resolve("Qwen/Qwen3-0.6B", revision, true, &settings).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--offline") && text.contains("--model"),
+            "{text}"
+        );
+        (err, text)
+    };
+
+    // Never downloaded: the repo directory itself was searched.
+    let (err, text) = miss("main");
+    assert!(
+        matches!(&err, HubError::NotCached { searched, .. } if *searched == repo_dir),
+        "{err:?}"
+    );
+    assert!(text.contains(&repo_dir.display().to_string()), "{text}");
+    assert!(text.contains("from HF_HOME"), "{text}");
+
+    // The repo is there, but not this revision: the ref file was searched.
+    fake_cached_repo(
+        &settings.hub_cache,
+        "Qwen/Qwen3-0.6B",
+        COMMIT,
+        &FULL[..4],
+        &["main"],
+    );
+    let (err, _) = miss("v2");
+    assert!(
+        matches!(&err, HubError::NotCached { searched, .. } if *searched == repo_dir.join("refs/v2")),
+        "{err:?}"
+    );
+
+    // The revision is there but its weights are not (an interrupted download).
+    let (err, text) = miss("main");
+    assert!(matches!(err, HubError::NotCached { .. }));
+    assert!(
+        text.contains("model.safetensors") && text.contains("weights not downloaded"),
+        "{text}"
+    );
+
+    // A ref pointing at a snapshot that was deleted.
+    write(&repo_dir.join("refs/old"), OTHER_COMMIT.as_bytes());
+    let (_, text) = miss("old");
+    assert!(
+        text.contains(OTHER_COMMIT) && text.contains("snapshot is missing"),
+        "{text}"
+    );
+}
+
+#[test]
+fn hf_hub_offline_forbids_the_network_like_the_flag() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().to_str().unwrap();
+    for value in ["1", "TRUE", "yes", "On"] {
+        let settings = settings_from(&[("HF_HOME", home), ("HF_HUB_OFFLINE", value)]);
+        assert!(settings.offline, "{value}");
+        let err = ModelSource::resolve("Qwen/Qwen3-0.6B", "main", false, &settings).unwrap_err();
+        assert!(matches!(err, HubError::NotCached { .. }), "{err}");
+    }
+    for value in ["0", "false", ""] {
+        assert!(!settings_from(&[("HF_HOME", home), ("HF_HUB_OFFLINE", value)]).offline);
+    }
+}
+
+#[test]
+fn unreachable_hub_suggests_offline_mode() {
+    let root = tempfile::tempdir().unwrap();
+    let settings = settings_in(root.path());
+    let err = ModelSource::resolve("Qwen/Qwen3-0.6B", "main", false, &settings).unwrap_err();
+    assert!(matches!(err, HubError::Unreachable { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("could not reach") && text.contains("--offline"),
+        "{text}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Environment
+
+#[test]
+fn cache_location_follows_huggingface_hub_precedence() {
+    let s = settings_from(&[("HOME", "/home/u")]);
+    assert_eq!(s.hf_home, PathBuf::from("/home/u/.cache/huggingface"));
+    assert_eq!(s.hub_cache, PathBuf::from("/home/u/.cache/huggingface/hub"));
+    assert_eq!(
+        s.packed_dir,
+        PathBuf::from("/home/u/.cache/huggingface/qwenmk")
+    );
+    assert_eq!(s.endpoint, DEFAULT_ENDPOINT);
+
+    let s = settings_from(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/xdg")]);
+    assert_eq!(s.hub_cache, PathBuf::from("/xdg/huggingface/hub"));
+
+    let s = settings_from(&[
+        ("HOME", "/home/u"),
+        ("XDG_CACHE_HOME", "/xdg"),
+        ("HF_HOME", "/hf"),
+    ]);
+    assert_eq!(s.hub_cache, PathBuf::from("/hf/hub"));
+    assert_eq!(s.packed_dir, PathBuf::from("/hf/qwenmk"));
+
+    let s = settings_from(&[("HF_HOME", "/hf"), ("HUGGINGFACE_HUB_CACHE", "/legacy")]);
+    assert_eq!(s.hub_cache, PathBuf::from("/legacy"));
+
+    // HF_HUB_CACHE wins over HF_HOME (and the legacy name); the packed files stay under HF_HOME.
+    let s = settings_from(&[
+        ("HF_HOME", "/hf"),
+        ("HUGGINGFACE_HUB_CACHE", "/legacy"),
+        ("HF_HUB_CACHE", "/big/hub"),
+    ]);
+    assert_eq!(s.hub_cache, PathBuf::from("/big/hub"));
+    assert_eq!(s.hub_cache_origin, "from HF_HUB_CACHE");
+    assert_eq!(s.hf_home, PathBuf::from("/hf"));
+    assert_eq!(s.packed_dir, PathBuf::from("/hf/qwenmk"));
+
+    let s = settings_from(&[
+        ("HOME", "/home/u"),
+        ("HF_HOME", "~/hf"),
+        ("QWENMK_CACHE", "/packed"),
+    ]);
+    assert_eq!(s.hub_cache, PathBuf::from("/home/u/hf/hub"));
+    assert_eq!(s.packed_dir, PathBuf::from("/packed"));
+
+    let s = settings_from(&[
+        ("HF_HOME", "/hf"),
+        ("HF_ENDPOINT", "https://mirror.example/"),
+    ]);
+    assert_eq!(s.endpoint, "https://mirror.example");
+
+    let err = HubSettings::from_lookup(|_| None).unwrap_err();
+    assert!(matches!(err, HubError::NoCacheDir));
+}
+
+#[test]
+fn token_comes_from_hf_token_then_the_token_file() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().to_str().unwrap();
+    assert_eq!(settings_from(&[("HF_HOME", home)]).token, None);
+
+    write(&root.path().join("token"), b"hf_fromfile\n");
+    assert_eq!(
+        settings_from(&[("HF_HOME", home)]).token.as_deref(),
+        Some("hf_fromfile")
+    );
+    let s = settings_from(&[("HF_HOME", home), ("HF_TOKEN", "hf_fromenv")]);
+    assert_eq!(s.token.as_deref(), Some("hf_fromenv"));
+    // An empty HF_TOKEN counts as unset.
+    let s = settings_from(&[("HF_HOME", home), ("HF_TOKEN", "")]);
+    assert_eq!(s.token.as_deref(), Some("hf_fromfile"));
+
+    let other = root.path().join("elsewhere");
+    write(&other, b"  hf_path  ");
+    let s = settings_from(&[
+        ("HF_HOME", home),
+        ("HF_TOKEN_PATH", other.to_str().unwrap()),
+    ]);
+    assert_eq!(s.token.as_deref(), Some("hf_path"));
+
+    write(&root.path().join("token"), b"\n");
+    assert_eq!(settings_from(&[("HF_HOME", home)]).token, None);
+}
+
+// ------------------------------------------------------------------------------------------
+// Packed-file cache
+
+fn hub_files(commit: &str) -> ModelFiles {
+    let dir = PathBuf::from("/cache/models--Qwen--Qwen3-0.6B/snapshots").join(commit);
+    ModelFiles {
+        origin: Origin::Hub {
+            repo_id: "Qwen/Qwen3-0.6B".into(),
+            revision: "main".into(),
+            commit: commit.into(),
+        },
+        config: dir.join("config.json"),
+        generation_config: None,
+        tokenizer: dir.join("tokenizer.json"),
+        tokenizer_config: dir.join("tokenizer_config.json"),
+        weights: vec![dir.join("model.safetensors")],
+        weights_index: None,
+        dir,
+    }
+}
+
+#[test]
+fn packed_key_of_a_hub_snapshot_is_its_commit_and_format() {
+    let settings = settings_from(&[("HF_HOME", "/hf")]);
+    let a = packed_cache_path_for_version(&hub_files(COMMIT), &settings, 1).unwrap();
+    assert_eq!(
+        a,
+        packed_cache_path_for_version(&hub_files(COMMIT), &settings, 1).unwrap()
+    );
+    assert_eq!(a.parent().unwrap(), Path::new("/hf/qwenmk"));
+    let name = a.file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.starts_with("Qwen--Qwen3-0.6B-") && name.ends_with(".qwenmk"),
+        "{name}"
+    );
+
+    // A revision name is not part of the identity: main and its commit share the file.
+    let mut by_commit = hub_files(COMMIT);
+    if let Origin::Hub { revision, .. } = &mut by_commit.origin {
+        *revision = COMMIT.into();
+    }
+    assert_eq!(
+        a,
+        packed_cache_path_for_version(&by_commit, &settings, 1).unwrap()
+    );
+
+    assert_ne!(
+        a,
+        packed_cache_path_for_version(&hub_files(OTHER_COMMIT), &settings, 1).unwrap()
+    );
+    assert_ne!(
+        a,
+        packed_cache_path_for_version(&hub_files(COMMIT), &settings, 2).unwrap()
+    );
+    // The default uses the weights crate's current format version.
+    assert_eq!(
+        packed_cache_path(&hub_files(COMMIT), &settings).unwrap(),
+        packed_cache_path_for_version(
+            &hub_files(COMMIT),
+            &settings,
+            qwenmk_weights::FORMAT_VERSION
+        )
+        .unwrap()
+    );
+}
+
+#[test]
+fn packed_key_of_a_local_dir_changes_when_its_files_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_from(&[("HF_HOME", "/hf")]);
+    write(&dir.path().join("config.json"), br#"{"hidden_size": 1024}"#);
+    let weights = dir.path().join("model.safetensors");
+    write(&weights, &vec![7u8; 200_000]);
+    let key = || {
+        let files = ModelFiles::from_dir(dir.path(), Origin::Local).unwrap();
+        source_key(&files, 1).unwrap()
+    };
+    let original = key();
+    assert_eq!(original, key(), "stable while nothing changes");
+    assert_eq!(original.len(), 32);
+
+    // config.json is hashed in full.
+    write(&dir.path().join("config.json"), br#"{"hidden_size": 2048}"#);
+    let edited_config = key();
+    assert_ne!(original, edited_config);
+
+    // Same size and mtime, different bytes inside the sampled head.
+    let mtime = std::fs::metadata(&weights).unwrap().modified().unwrap();
+    let mut bytes = vec![7u8; 200_000];
+    bytes[10] = 8;
+    write(&weights, &bytes);
+    std::fs::File::options()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let edited_head = key();
+    assert_ne!(edited_config, edited_head);
+
+    // Only the modification time changes.
+    let later = mtime + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert_ne!(edited_head, key());
+
+    // The file name is human-readable and the format version is part of the key.
+    let files = ModelFiles::from_dir(dir.path(), Origin::Local).unwrap();
+    let path = packed_cache_path_for_version(&files, &settings, 1).unwrap();
+    let stem = dir.path().canonicalize().unwrap();
+    let expected_prefix = stem.file_name().unwrap().to_str().unwrap();
+    assert!(
+        path.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(expected_prefix)
+    );
+    assert_ne!(
+        source_key(&files, 1).unwrap(),
+        source_key(&files, 2).unwrap()
+    );
+}
+
+mod fake_hub;
+
+#[test]
+fn download_fills_the_standard_cache_layout() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = fake_hub::FakeHub::start(
+        COMMIT,
+        &[
+            ("config.json", b"{\"eos_token_id\": 1}".to_vec()),
+            ("generation_config.json", b"{}".to_vec()),
+            ("tokenizer.json", b"{\"tok\": 1}".to_vec()),
+            ("tokenizer_config.json", b"{}".to_vec()),
+            ("model.safetensors", vec![42u8; 100_000]),
+            ("README.md", b"not needed".to_vec()),
+        ],
+    );
+    let mut settings = settings_in(root.path());
+    settings.endpoint = hub.endpoint();
+    settings.token = Some("hf_secret".into());
+
+    let files = ModelSource::resolve("org/tiny", "main", false, &settings).unwrap();
+    let repo_dir = settings.hub_cache.join("models--org--tiny");
+    let snapshot = repo_dir.join("snapshots").join(COMMIT);
+    assert_eq!(files.dir, snapshot);
+    assert_eq!(
+        std::fs::read(&files.weights[0]).unwrap(),
+        vec![42u8; 100_000]
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
+        COMMIT
+    );
+    assert!(
+        !repo_dir.join("refs").join(COMMIT).exists(),
+        "no ref named after a commit"
+    );
+    assert!(
+        !snapshot.join("README.md").exists(),
+        "only the needed files are downloaded"
+    );
+    assert!(
+        hub.requests()
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer hf_secret"))
+    );
+
+    // Now cached: offline works, and online needs no request.
+    let before = hub.requests().len();
+    assert_eq!(
+        ModelSource::resolve("org/tiny", "main", true, &settings).unwrap(),
+        files
+    );
+    assert_eq!(
+        ModelSource::resolve("org/tiny", "main", false, &settings).unwrap(),
+        files
+    );
+    assert_eq!(hub.requests().len(), before);
+}
+
+#[test]
+fn hub_errors_are_explained() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = fake_hub::FakeHub::start(COMMIT, &[("config.json", b"{}".to_vec())]);
+    let mut settings = settings_in(root.path());
+    settings.endpoint = hub.endpoint();
+
+    // The fake hub answers 401 for repos it does not host, as the real one does.
+    let err = ModelSource::resolve("org/private", "main", false, &settings).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, HubError::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
+    assert!(text.contains("HF_TOKEN"), "{text}");
+
+    // A repo without a tokenizer cannot be used for generation.
+    let err = ModelSource::resolve("org/tiny", "main", false, &settings).unwrap_err();
+    assert!(matches!(err, HubError::NotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+}
