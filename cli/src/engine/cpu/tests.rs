@@ -84,6 +84,8 @@ impl Reference<'_> {
     }
 
     /// Logits after the last token of `tokens`.
+    // Index loops on purpose: the reference should read like the formulas it implements.
+    #[allow(clippy::needless_range_loop)]
     fn logits(&self, tokens: &[u32]) -> Vec<f64> {
         let c = self.c().clone();
         let d = c.head_dim;
