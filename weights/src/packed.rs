@@ -89,6 +89,13 @@ impl PackedModel {
             path: path_buf.clone(),
             source,
         })?;
+        // Opening a directory succeeds on Unix and only its mmap fails, with an obscure errno.
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(PackedError::Read {
+                path: path_buf,
+                source: std::io::Error::other("it is a directory, not a packed weights file"),
+            });
+        }
         // SAFETY: read-only map. Another process truncating or rewriting the file while it is
         // mapped would fault or change what we read; `qwenmk pack` never rewrites in place
         // (it renames a new file over the old one), so our own tools cannot cause that.

@@ -48,6 +48,9 @@ fn missing_config_or_weights() {
         .unwrap_err()
         .to_string();
     assert_has(&msg, &["cannot read the packed weights", "absent.qwenmk"]);
+
+    let msg = PackedModel::open(dir.path()).unwrap_err().to_string();
+    assert_has(&msg, &["is a directory"]);
 }
 
 #[test]
