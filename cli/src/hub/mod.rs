@@ -61,12 +61,10 @@ impl ModelSource {
             spec: spec.to_owned(),
             why,
         })?;
-        if revision.is_empty() {
-            return Err(HubError::InvalidSpec {
-                spec: spec.to_owned(),
-                why: "--revision is empty".into(),
-            });
-        }
+        validate_revision(revision).map_err(|why| HubError::InvalidSpec {
+            spec: spec.to_owned(),
+            why: format!("--revision {revision:?}: {why}"),
+        })?;
         Ok(Self::Hub {
             repo_id: spec.to_owned(),
             revision: revision.to_owned(),
@@ -148,6 +146,24 @@ fn validate_repo_id(spec: &str) -> Result<(), String> {
     }
     if spec.ends_with(".git") {
         return Err("a repo id cannot end with .git".into());
+    }
+    Ok(())
+}
+
+/// A revision becomes a path under `refs/` in the cache, so it must stay a relative path of
+/// plain names (branch names like `refs/pr/1` keep their slashes).
+fn validate_revision(revision: &str) -> Result<(), String> {
+    if revision.is_empty() {
+        return Err("it is empty".into());
+    }
+    if revision.contains('\\') || revision.starts_with('/') || revision.ends_with('/') {
+        return Err("a revision is a branch, tag or commit name".into());
+    }
+    if revision
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err("a revision cannot contain empty, '.' or '..' parts".into());
     }
     Ok(())
 }

@@ -104,6 +104,15 @@ fn spec_parsing_tells_directories_from_repo_ids() {
         );
     }
 
+    for revision in ["", "../../etc", "/abs", "a//b", "refs\\x"] {
+        let err = ModelSource::parse("Qwen/Qwen3-0.6B", revision).unwrap_err();
+        assert!(
+            matches!(err, HubError::InvalidSpec { .. }),
+            "{revision:?}: {err}"
+        );
+    }
+    assert!(ModelSource::parse("Qwen/Qwen3-0.6B", "refs/pr/1").is_ok());
+
     let file = dir.path().join("model.safetensors");
     write(&file, b"x");
     let err = ModelSource::parse(file.to_str().unwrap(), "main").unwrap_err();
