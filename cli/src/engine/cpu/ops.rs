@@ -22,8 +22,11 @@ fn dot(row: &[bf16], x: &[f32]) -> f32 {
     let (row_chunks, row_tail) = row.as_chunks::<8>();
     let (x_chunks, x_tail) = x.as_chunks::<8>();
     for (w, v) in row_chunks.iter().zip(x_chunks) {
+        // Widen the whole chunk first: written per element inside the accumulation, LLVM
+        // keeps it scalar (measured 4-6x slower).
+        let w: [f32; 8] = w.map(widen);
         for i in 0..8 {
-            lanes[i] += widen(w[i]) * v[i];
+            lanes[i] += w[i] * v[i];
         }
     }
     let mut sum = lanes.iter().sum::<f32>();
