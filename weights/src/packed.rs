@@ -280,6 +280,12 @@ impl PackedModel {
         self.table.get(index)
     }
 
+    /// A tensor's byte offset within [`PackedModel::payload`]; `None` as for
+    /// [`PackedModel::tensor`]. For the LM head of any model use [`PackedModel::lm_head_entry`].
+    pub fn tensor_offset(&self, id: TensorId) -> Option<u64> {
+        self.tensor(id).map(|entry| entry.offset)
+    }
+
     /// A tensor's data; `None` as for [`PackedModel::tensor`].
     pub fn tensor_data(&self, id: TensorId) -> Option<&[bf16]> {
         self.tensor(id).map(|entry| self.slice(entry))

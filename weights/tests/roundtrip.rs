@@ -183,6 +183,14 @@ fn layout_is_ordered_and_offsets_match_the_slices() {
         })
         .unwrap();
     assert_eq!(offsets.qkv, qkv.offset);
+    assert_eq!(
+        model.tensor_offset(TensorId::Layer {
+            layer: 1,
+            part: LayerPart::Qkv
+        }),
+        Some(qkv.offset)
+    );
+    assert_eq!(model.tensor_offset(TensorId::Embedding), Some(0));
     assert_eq!(qkv.shape, vec![128 + 2 * 64, 64]);
 }
 
