@@ -2,8 +2,16 @@
 //! kernel source run on CPU threads) and `cpu` (a plain Rust Qwen3, the oracle).
 
 pub mod cpu;
+pub mod emulator;
+pub mod plan;
 
-use anyhow::Result;
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use qwenmk_weights::PackedModel;
+
+use crate::cli::Device;
+use crate::gpu::{self, GpuUnavailable};
 
 /// A decoder that holds one sequence's KV cache and advances it one token at a time.
 ///
@@ -26,5 +34,49 @@ pub trait Engine {
             next = Some(self.step(t)?);
         }
         next.ok_or_else(|| anyhow::anyhow!("the prompt is empty: give at least one token"))
+    }
+}
+
+/// Opens the engine `device` names over `model`, with a KV cache of `max_context` positions.
+///
+/// `auto` takes the GPU when [`gpu::probe`] finds one that can run the kernels and the gpu
+/// engine starts on it; otherwise it says why in one line through `notice` and opens the cpu
+/// engine. An explicit `gpu` never falls back: its failure is the error.
+pub fn open_engine(
+    device: Device,
+    model: Arc<PackedModel>,
+    max_context: usize,
+    notice: &mut dyn FnMut(&str),
+) -> Result<Box<dyn Engine>> {
+    match device {
+        Device::Cpu => Ok(Box::new(cpu::CpuEngine::new(model, max_context)?)),
+        Device::Emulator => Ok(Box::new(emulator::EmulatorEngine::new(model, max_context)?)),
+        Device::Gpu => {
+            bail!("the gpu engine is not built yet; use --device cpu or --device emulator")
+        }
+        Device::Auto => {
+            let why = match gpu::probe(0) {
+                Err(GpuUnavailable::NoDriver) => "no CUDA driver was found".to_owned(),
+                Err(GpuUnavailable::NoDevice(why)) => why,
+                Ok(info) if !info.can_run_kernels() => {
+                    let (major, minor) = info.compute_capability;
+                    let (need_major, need_minor) = qwenmk_kernels::MIN_COMPUTE_CAPABILITY;
+                    format!(
+                        "{} has compute capability {major}.{minor}; the kernels need \
+                         {need_major}.{need_minor} or newer",
+                        info.name
+                    )
+                }
+                Ok(info) => match open_engine(Device::Gpu, model.clone(), max_context, notice) {
+                    Ok(engine) => return Ok(engine),
+                    Err(error) => {
+                        notice(&format!("{error:#} (on {}); running on the CPU", info.name));
+                        return Ok(Box::new(cpu::CpuEngine::new(model, max_context)?));
+                    }
+                },
+            };
+            notice(&format!("no usable GPU ({why}); running on the CPU"));
+            Ok(Box::new(cpu::CpuEngine::new(model, max_context)?))
+        }
     }
 }

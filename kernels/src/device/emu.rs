@@ -12,9 +12,9 @@
 //! never hangs on a broken kernel.
 
 use std::cell::Cell;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::WARP_SIZE;
 
@@ -59,53 +59,64 @@ impl std::error::Error for LaunchError {}
 struct Aborted;
 
 /// A reusable barrier for `n` threads that gives up when the launch is aborted.
+///
+/// Arrivals count up; the last one resets the count, bumps the generation and wakes the
+/// sleepers with one futex call. Waiters spin briefly, then sleep on the generation word:
+/// no mutex, so a release wakes threads that run at once instead of queueing on a lock.
 struct AbortableBarrier {
     n: u32,
-    state: Mutex<(u32, u64)>, // (threads arrived in this generation, generation)
-    released: Condvar,
+    arrived: AtomicU32,
+    generation: AtomicU32,
 }
+
+/// Spins before sleeping: long enough to catch a release by a thread running on the other
+/// core, short enough not to steal the core from the threads still to arrive.
+const SPINS_BEFORE_SLEEP: u32 = 64;
 
 impl AbortableBarrier {
     fn new(n: u32) -> Self {
         AbortableBarrier {
             n,
-            state: Mutex::new((0, 0)),
-            released: Condvar::new(),
+            arrived: AtomicU32::new(0),
+            generation: AtomicU32::new(0),
         }
     }
 
     fn wait(&self, aborted: &AtomicBool) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let generation = state.1;
-        state.0 += 1;
-        if state.0 == self.n {
-            state.0 = 0;
-            state.1 = state.1.wrapping_add(1);
-            self.released.notify_all();
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            atomic_wait::wake_all(&self.generation);
             return;
         }
-        while state.1 == generation {
-            if aborted.load(Ordering::Relaxed) {
-                drop(state);
-                std::panic::resume_unwind(Box::new(Aborted));
+        let mut spins = 0;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if spins < SPINS_BEFORE_SLEEP {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                atomic_wait::wait(&self.generation, generation);
             }
-            let (next, _) = self
-                .released
-                .wait_timeout(state, Duration::from_millis(20))
-                .unwrap_or_else(|e| e.into_inner());
-            state = next;
+        }
+        // An abort also moves the generation (see `wake_all`) to get every sleeper out.
+        if aborted.load(Ordering::SeqCst) {
+            std::panic::resume_unwind(Box::new(Aborted));
         }
     }
 
+    /// Releases every waiter of an aborted launch: they see the abort flag and unwind.
     fn wake_all(&self) {
-        let _guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.released.notify_all();
+        self.generation.fetch_add(1, Ordering::Release);
+        atomic_wait::wake_all(&self.generation);
     }
 }
 
-/// The 32 slots through which the lanes of one warp exchange shuffle operands.
+/// The slots through which the lanes of one warp exchange shuffle operands: two sets used in
+/// turn, so a shuffle needs one rendezvous (a lane can only write a set again after every lane
+/// has passed the next shuffle's rendezvous, i.e. has finished reading it).
 struct WarpMailbox {
-    slots: [AtomicU32; WARP_SIZE as usize],
+    slots: [[AtomicU32; WARP_SIZE as usize]; 2],
     barrier: AbortableBarrier,
 }
 
@@ -141,6 +152,8 @@ unsafe impl Send for ThreadContext {}
 
 thread_local! {
     static CONTEXT: Cell<Option<ThreadContext>> = const { Cell::new(None) };
+    /// Shuffles this lane has done in the launch: picks the mailbox set.
+    static SHUFFLES: Cell<u32> = const { Cell::new(0) };
 }
 
 fn context() -> ThreadContext {
@@ -184,7 +197,7 @@ where
             barrier: AbortableBarrier::new(block),
             warps: (0..block / WARP_SIZE)
                 .map(|_| WarpMailbox {
-                    slots: std::array::from_fn(|_| AtomicU32::new(0)),
+                    slots: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU32::new(0))),
                     barrier: AbortableBarrier::new(WARP_SIZE),
                 })
                 .collect(),
@@ -211,6 +224,7 @@ where
                     .stack_size(THREAD_STACK_BYTES)
                     .spawn_scoped(scope, move || {
                         CONTEXT.with(|c| c.set(Some(ctx)));
+                        SHUFFLES.with(|c| c.set(0));
                         let outcome =
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(kernel));
                         CONTEXT.with(|c| c.set(None));
@@ -302,13 +316,16 @@ pub fn shfl_xor_u32(v: u32, mask: u32) -> u32 {
     let thread = thread_idx();
     let warp = &block.warps[(thread / WARP_SIZE) as usize];
     let lane = thread % WARP_SIZE;
-    warp.slots[lane as usize].store(v, Ordering::Relaxed);
-    // The first barrier publishes every lane's operand, the second keeps a fast lane from
-    // overwriting its slot before the slowest lane has read it.
+    let set = SHUFFLES.with(|c| {
+        let n = c.get();
+        c.set(n.wrapping_add(1));
+        &warp.slots[(n % 2) as usize]
+    });
+    set[lane as usize].store(v, Ordering::Relaxed);
+    // The rendezvous publishes every lane's operand (the barrier orders the stores before it
+    // with the loads after it).
     warp.barrier.wait(aborted);
-    let r = warp.slots[((lane ^ mask) % WARP_SIZE) as usize].load(Ordering::Relaxed);
-    warp.barrier.wait(aborted);
-    r
+    set[((lane ^ mask) % WARP_SIZE) as usize].load(Ordering::Relaxed)
 }
 
 /// [`shfl_xor_u32`] for an `f32`.

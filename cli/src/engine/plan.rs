@@ -1,0 +1,306 @@
+//! What the `emulator` and `gpu` engines share: the model's dims and the launch shape turned
+//! into the kernel's [`StepParams`] sizes, the weight pointers, and the kernel's error word
+//! turned into a sentence.
+
+use anyhow::{Result, bail};
+use qwenmk_kernels::step::attention::AttentionSplit;
+use qwenmk_kernels::step::sync::{ErrorKind, StepError};
+use qwenmk_kernels::step::{self, LaunchShape, LayerPointers, ModelDims};
+use qwenmk_weights::config::ModelConfig;
+use qwenmk_weights::layout::TensorId;
+use qwenmk_weights::packed::PackedModel;
+
+/// The widest head the attention scratch is sized for.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// One launch configuration of the decode-step kernel for one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepPlan {
+    pub dims: ModelDims,
+    pub shape: LaunchShape,
+    pub grid: u32,
+    pub block: u32,
+    pub shared_bytes: usize,
+    pub max_splits: u32,
+}
+
+/// Lengths, in f32 values, of the kernel's working buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferLens {
+    pub rope: usize,
+    /// Each of the K and V caches.
+    pub kv_cache: usize,
+    pub x: usize,
+    pub qkv: usize,
+    pub attn_partial: usize,
+    pub attn_out: usize,
+    pub act: usize,
+}
+
+impl BufferLens {
+    /// All buffers together, in bytes.
+    pub fn total_bytes(&self) -> u64 {
+        let floats = self.rope
+            + 2 * self.kv_cache
+            + self.x
+            + self.qkv
+            + self.attn_partial
+            + self.attn_out
+            + self.act;
+        floats as u64 * 4
+    }
+}
+
+/// Checks that the kernel can run `config`, with a sentence naming the first rule broken.
+pub fn check_supported(c: &ModelConfig) -> Result<()> {
+    let rules: [(bool, String); 5] = [
+        (
+            c.hidden_size.is_multiple_of(32) && c.intermediate_size.is_multiple_of(32),
+            format!(
+                "hidden_size ({}) and intermediate_size ({}) must be multiples of 32",
+                c.hidden_size, c.intermediate_size
+            ),
+        ),
+        (
+            c.head_dim.is_multiple_of(16) && c.head_dim <= MAX_HEAD_DIM,
+            format!(
+                "head_dim ({}) must be a multiple of 16 up to {MAX_HEAD_DIM}",
+                c.head_dim
+            ),
+        ),
+        (
+            c.num_attention_heads
+                .is_multiple_of(c.num_key_value_heads.max(1)),
+            format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                c.num_attention_heads, c.num_key_value_heads
+            ),
+        ),
+        (
+            c.num_hidden_layers <= 255,
+            format!(
+                "{} layers are more than the kernel's 255",
+                c.num_hidden_layers
+            ),
+        ),
+        (
+            c.vocab_size < u32::MAX as usize / 2,
+            format!("a vocabulary of {} tokens is too large", c.vocab_size),
+        ),
+    ];
+    for (ok, rule) in rules {
+        if !ok {
+            bail!("the megakernel cannot run this model: {rule}; use --device cpu");
+        }
+    }
+    Ok(())
+}
+
+impl StepPlan {
+    /// A plan for `config` with a KV cache of `max_context` positions on a `grid × block`
+    /// launch.
+    pub fn new(
+        config: &ModelConfig,
+        max_context: usize,
+        grid: u32,
+        block: u32,
+        shape: LaunchShape,
+    ) -> Result<Self> {
+        check_supported(config)?;
+        if max_context == 0 || max_context > config.max_position_embeddings {
+            bail!(
+                "--max-context must be between 1 and the model's {} positions (got {max_context})",
+                config.max_position_embeddings
+            );
+        }
+        let dims = ModelDims {
+            hidden: config.hidden_size as u32,
+            intermediate: config.intermediate_size as u32,
+            layers: config.num_hidden_layers as u32,
+            q_heads: config.num_attention_heads as u32,
+            kv_heads: config.num_key_value_heads as u32,
+            head_dim: config.head_dim as u32,
+            vocab: config.vocab_size as u32,
+            max_context: max_context as u32,
+            rms_eps: config.rms_norm_eps as f32,
+            attention_scale: (config.head_dim as f32).powf(-0.5),
+        };
+        let warps_per_block = block / 32;
+        Ok(StepPlan {
+            shared_bytes: step::shared_bytes(&dims, &shape, warps_per_block),
+            max_splits: step::max_splits(&dims, &shape, grid * warps_per_block),
+            dims,
+            shape,
+            grid,
+            block,
+        })
+    }
+
+    pub fn buffers(&self) -> BufferLens {
+        let d = &self.dims;
+        BufferLens {
+            rope: (d.max_context * d.head_dim) as usize,
+            kv_cache: (d.layers * d.kv_heads) as usize
+                * d.max_context as usize
+                * d.head_dim as usize,
+            x: d.hidden as usize,
+            qkv: d.qkv_rows() as usize,
+            attn_partial: (d.q_heads * self.max_splits * (d.head_dim + 2)) as usize,
+            attn_out: d.q_dim() as usize,
+            act: d.intermediate as usize,
+        }
+    }
+
+    /// How the attention of a step at `position` is split (for reports and tests).
+    pub fn attention_split(&self, position: u32) -> AttentionSplit {
+        step::attention::attention_split(
+            position + 1,
+            self.grid * (self.block / 32),
+            self.dims.q_heads,
+            self.shape.min_chunk,
+            self.shape.max_chunk,
+        )
+    }
+}
+
+/// The kernel's pointers to the packed weights, for a payload that starts at `base` (a host
+/// address for the emulator, a device address for the GPU).
+pub struct WeightPointers {
+    pub embedding: *const u16,
+    pub lm_head: *const u16,
+    pub final_norm: *const u16,
+    pub layers: Vec<LayerPointers>,
+}
+
+impl WeightPointers {
+    pub fn new(model: &PackedModel, base: u64) -> Self {
+        let at = |offset: u64| (base + offset) as *const u16;
+        let offset_of = |id: TensorId| model.tensor(id).map(|e| e.offset);
+        let embedding = offset_of(TensorId::Embedding).unwrap_or(0);
+        let layers = (0..model.config().num_hidden_layers)
+            .map(|i| {
+                let o = model.layer_offsets(i);
+                LayerPointers {
+                    input_norm: at(o.input_norm),
+                    qkv: at(o.qkv),
+                    q_norm: at(o.q_norm),
+                    k_norm: at(o.k_norm),
+                    o: at(o.o),
+                    post_norm: at(o.post_norm),
+                    gate_up: at(o.gate_up),
+                    down: at(o.down),
+                }
+            })
+            .collect();
+        WeightPointers {
+            embedding: at(embedding),
+            lm_head: at(model.lm_head_entry().offset),
+            final_norm: at(offset_of(TensorId::FinalNorm).unwrap_or(0)),
+            layers,
+        }
+    }
+}
+
+/// The sentence for a non-zero error word of a step at `position`.
+pub fn describe_step_error(word: u32, plan: &StepPlan, position: usize) -> String {
+    let Some(error) = StepError::decode(word) else {
+        return format!("the kernel reported an unknown error word {word:#010x}");
+    };
+    match error.kind {
+        ErrorKind::Timeout => format!(
+            "the kernel timed out in the {} of layer {} (block {} of {} waited more than {} ms at \
+             a barrier): not every block of the grid was running at once, so the step could \
+             not finish; another program on the GPU may be using SMs",
+            error.stage.name(),
+            error.layer,
+            error.block,
+            plan.grid,
+            plan.shape.spin_limit_ns / 1_000_000
+        ),
+        ErrorKind::ContextFull => format!(
+            "the context is full at {position} tokens; raise --max-context (the KV cache holds {})",
+            plan.dims.max_context
+        ),
+        ErrorKind::BadToken => format!(
+            "a token id outside the model's vocabulary of {} was fed to the kernel",
+            plan.dims.vocab
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qwenmk_kernels::step::sync::Stage;
+    use qwenmk_weights::synthetic::tiny_config;
+
+    fn shape() -> LaunchShape {
+        LaunchShape {
+            lanes_per_row: 1,
+            min_chunk: 32,
+            max_chunk: 256,
+            reserved: 0,
+            spin_limit_ns: 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn dims_and_buffers_follow_the_config() {
+        let c = tiny_config(true);
+        let plan = StepPlan::new(&c, 100, 4, 64, shape()).unwrap();
+        assert_eq!(plan.dims.q_dim(), 128);
+        assert_eq!(plan.dims.qkv_rows(), 128 + 2 * 64);
+        assert_eq!(plan.buffers().kv_cache, 2 * 2 * 100 * 32);
+        assert!((plan.dims.attention_scale - 32f32.powf(-0.5)).abs() < 1e-9);
+        // 8 warps over 4 heads: two chunks once the context passes the minimum chunk.
+        assert_eq!(plan.attention_split(10).splits, 1);
+        assert_eq!(plan.attention_split(90).splits, 2);
+    }
+
+    #[test]
+    fn unsupported_shapes_are_refused_with_the_rule() {
+        let mut c = tiny_config(true);
+        c.hidden_size = 48;
+        let e = StepPlan::new(&c, 10, 1, 32, shape())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("multiples of 32"), "{e}");
+        let mut c = tiny_config(true);
+        c.head_dim = 24;
+        let e = StepPlan::new(&c, 10, 1, 32, shape())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("head_dim (24)"), "{e}");
+        let c = tiny_config(true);
+        let e = StepPlan::new(&c, 100_000, 1, 32, shape())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--max-context"), "{e}");
+    }
+
+    #[test]
+    fn error_words_become_sentences() {
+        let plan = StepPlan::new(&tiny_config(true), 64, 4, 64, shape()).unwrap();
+        let word = StepError {
+            kind: ErrorKind::Timeout,
+            stage: Stage::Down,
+            layer: 1,
+            block: 3,
+        }
+        .encode();
+        let text = describe_step_error(word, &plan, 5);
+        assert!(
+            text.contains("down projection of layer 1") && text.contains("block 3 of 4"),
+            "{text}"
+        );
+        let word = StepError {
+            kind: ErrorKind::ContextFull,
+            stage: Stage::Start,
+            layer: 0,
+            block: 0,
+        }
+        .encode();
+        assert!(describe_step_error(word, &plan, 64).contains("context is full at 64"));
+        assert!(describe_step_error(0x0100_0000, &plan, 0).contains("unknown error word"));
+    }
+}

@@ -1,0 +1,129 @@
+//! The megakernel, run on the emulator, equals the cpu engine token for token: on small
+//! synthetic checkpoints under several launch shapes (so every work split, the split-K combine
+//! and the shuffle reductions run), and on the real-vocabulary fixtures over 300+ positions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use qwenmk::engine::Engine;
+use qwenmk::engine::cpu::CpuEngine;
+use qwenmk::engine::emulator::{self, EmulatorEngine};
+use qwenmk_kernels::step::LaunchShape;
+use qwenmk_weights::synthetic::{SyntheticCheckpoint, tiny_config};
+use qwenmk_weights::{PackedModel, pack_safetensors};
+
+fn pack(dir: &Path, out: &Path) -> Arc<PackedModel> {
+    let packed = out.join("model.qwenmk");
+    pack_safetensors(dir, &packed, |_| {}).expect("the checkpoint packs");
+    Arc::new(PackedModel::open(&packed).expect("the packed checkpoint opens"))
+}
+
+/// Greedy tokens from `prompt` until `total` positions are filled.
+fn run(engine: &mut dyn Engine, prompt: &[u32], total: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut next = engine.prefill(prompt).expect("prefill");
+    while engine.position() < total {
+        out.push(next);
+        next = engine.step(next).expect("step");
+    }
+    out.push(next);
+    out
+}
+
+fn synthetic_model(tmp: &Path, seed: u64, q_heads: usize, kv_heads: usize) -> Arc<PackedModel> {
+    let mut config = tiny_config(true);
+    config.num_attention_heads = q_heads;
+    config.num_key_value_heads = kv_heads;
+    let dir = tmp.join(format!("ckpt-{seed}"));
+    SyntheticCheckpoint::random(&config, seed, false)
+        .write(&dir)
+        .expect("write checkpoint");
+    pack(&dir, tmp)
+}
+
+#[test]
+fn synthetic_checkpoints_match_under_every_launch_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shapes = [
+        // (grid, block, lanes per row, min chunk, max chunk)
+        (emulator::GRID, emulator::BLOCK, 1, 32, 256),
+        (2, 64, 4, 8, 16),   // many attention chunks, 4 lanes share a row
+        (3, 32, 32, 4, 8),   // one warp per block, whole-warp rows, the most chunks
+        (1, 128, 8, 64, 64), // a single block: every barrier is block-local
+    ];
+    for (seed, q_heads, kv_heads) in [(7u64, 4, 2), (11, 8, 2)] {
+        let model = synthetic_model(tmp.path(), seed, q_heads, kv_heads);
+        let prompt = [1u32, 17, 42, 99, 250, 3];
+        let total = 120;
+        let mut cpu = CpuEngine::new(model.clone(), total).unwrap();
+        let want = run(&mut cpu, &prompt, total);
+        for (grid, block, lanes, min_chunk, max_chunk) in shapes {
+            let shape = LaunchShape {
+                lanes_per_row: lanes,
+                min_chunk,
+                max_chunk,
+                reserved: 0,
+                spin_limit_ns: emulator::SPIN_LIMIT_NS,
+            };
+            let mut emu =
+                EmulatorEngine::with_launch(model.clone(), total, grid, block, shape).unwrap();
+            let got = run(&mut emu, &prompt, total);
+            assert_eq!(
+                got, want,
+                "seed {seed}, {q_heads}q/{kv_heads}kv heads, grid {grid}×{block}, lanes {lanes}, \
+                 chunks {min_chunk}..{max_chunk}"
+            );
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    cases: Vec<Case>,
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    name: String,
+    mode: String,
+    prompt_ids: Vec<u32>,
+    generated_ids: Vec<u32>,
+}
+
+/// The real-vocabulary fixtures (GQA 2 and GQA 4), one raw and one chat prompt each, over
+/// every position of the reference (300+): the emulator equals the cpu engine, and both equal
+/// Hugging Face transformers' greedy tokens.
+#[test]
+fn fixtures_match_over_300_positions_raw_and_chat() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    for fixture in ["tiny-gqa2", "tiny-gqa4"] {
+        let dir = root.join(fixture);
+        let tmp = tempfile::tempdir().unwrap();
+        let model = pack(&dir, tmp.path());
+        let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
+        let reference: Reference = serde_json::from_str(&text).unwrap();
+        for mode in ["raw", "chat"] {
+            let case = reference.cases.iter().find(|c| c.mode == mode).unwrap();
+            let total = case.prompt_ids.len() + case.generated_ids.len() - 1;
+            assert!(
+                total >= 300,
+                "{fixture}/{}: only {total} positions",
+                case.name
+            );
+            let mut cpu = CpuEngine::new(model.clone(), total).unwrap();
+            let mut emu = EmulatorEngine::new(model.clone(), total).unwrap();
+            let from_cpu = run(&mut cpu, &case.prompt_ids, total);
+            let from_emulator = run(&mut emu, &case.prompt_ids, total);
+            assert_eq!(
+                from_emulator, from_cpu,
+                "{fixture}/{}: emulator vs cpu",
+                case.name
+            );
+            assert_eq!(
+                from_cpu, case.generated_ids,
+                "{fixture}/{}: cpu vs transformers",
+                case.name
+            );
+        }
+    }
+}
