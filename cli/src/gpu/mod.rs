@@ -1,7 +1,12 @@
-//! The `gpu` engine's host side. This module finds a usable GPU; everything that calls the
-//! CUDA driver goes through cudarc with dynamic loading, so the binary runs (and says so
-//! plainly) on machines without a driver.
+//! The `gpu` engine's host side. Everything that calls the CUDA driver goes through cudarc
+//! with dynamic loading, so the binary runs (and says so plainly) on machines without a
+//! driver. `launch.rs` is the only file that loads and launches kernels.
 
+pub mod engine;
+mod launch;
+pub mod memory;
 mod probe;
 
+pub use engine::GpuEngine;
+pub use launch::KernelAttributes;
 pub use probe::{GpuInfo, GpuUnavailable, probe};

@@ -1,0 +1,330 @@
+//! The `gpu` engine: the decode-step kernel on a CUDA GPU, one launch per token.
+//!
+//! Setup checks everything a launch depends on before the first one: a GPU that can run the
+//! PTX, memory for the weights and the KV cache, and a grid no larger than the blocks that can
+//! be resident at once (the kernel's barriers need every block running). Each step writes the
+//! input token only when it is not the kernel's own previous output (prompt tokens), launches,
+//! and reads back the 32-byte control block: the next token id and the error word.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
+use qwenmk_kernels::step::host::rope_table;
+use qwenmk_kernels::step::{LaunchShape, LayerPointers, StepControl, StepParams};
+use qwenmk_weights::PackedModel;
+
+use super::launch::{KernelAttributes, StepKernel};
+use super::memory::{bytes_needed, choose_max_context};
+use super::probe::{GpuInfo, probe};
+use crate::engine::Engine;
+use crate::engine::plan::{StepPlan, WeightPointers, describe_step_error};
+
+/// Threads per block: 8 warps, so one block per SM keeps the whole register file busy.
+pub const BLOCK: u32 = 256;
+/// A barrier wait longer than this is a hang (a whole step takes about a millisecond).
+pub const SPIN_LIMIT_NS: u64 = 2_000_000_000;
+
+/// The GPU's launch shape: 16 lanes per row read 256 contiguous bytes per load instruction
+/// across each row pair; attention chunks of 64..512 positions.
+pub fn launch_shape() -> LaunchShape {
+    LaunchShape {
+        lanes_per_row: 16,
+        min_chunk: 64,
+        max_chunk: 512,
+        reserved: 0,
+        spin_limit_ns: SPIN_LIMIT_NS,
+    }
+}
+
+const CONTROL_WORDS: usize = std::mem::size_of::<StepControl>() / 4;
+const _: () = assert!(std::mem::size_of::<StepControl>() == 32);
+
+/// Device allocations the kernel reads and writes; kept alive as long as the engine.
+struct DeviceBuffers {
+    _weights: CudaSlice<u8>,
+    _layers: CudaSlice<u8>,
+    _rope: CudaSlice<f32>,
+    _k_cache: CudaSlice<f32>,
+    _v_cache: CudaSlice<f32>,
+    _x: CudaSlice<f32>,
+    _qkv: CudaSlice<f32>,
+    _attn_partial: CudaSlice<f32>,
+    _attn_out: CudaSlice<f32>,
+    _act: CudaSlice<f32>,
+    control: CudaSlice<u32>,
+}
+
+pub struct GpuEngine {
+    model: Arc<PackedModel>,
+    info: GpuInfo,
+    kernel: StepKernel,
+    attributes: KernelAttributes,
+    plan: StepPlan,
+    buffers: DeviceBuffers,
+    params: StepParams,
+    position: usize,
+    /// The token the last step produced: feeding it back needs no host write.
+    last_output: Option<u32>,
+}
+
+fn address<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    let (ptr, _sync) = slice.device_ptr(stream);
+    ptr
+}
+
+impl GpuEngine {
+    /// Sets up GPU 0 for `model`. `max_context`: `None` takes the model's maximum or what fits
+    /// in free memory (reported through `notice`).
+    pub fn new(
+        model: Arc<PackedModel>,
+        max_context: Option<usize>,
+        notice: &mut dyn FnMut(&str),
+    ) -> Result<Self> {
+        let info = probe(0)?;
+        if !info.can_run_kernels() {
+            let (major, minor) = qwenmk_kernels::MIN_COMPUTE_CAPABILITY;
+            bail!(
+                "{} has compute capability {}.{}; the kernels need {major}.{minor} or newer \
+                 (Hopper, e.g. H100 or H200); use --device cpu",
+                info.name,
+                info.compute_capability.0,
+                info.compute_capability.1
+            );
+        }
+        let ctx = CudaContext::new(0).context("creating a CUDA context on GPU 0")?;
+        let kernel = StepKernel::load(&ctx)?;
+        let attributes = kernel.attributes()?;
+        let config = model.config();
+
+        // The grid: as many blocks as can be resident at once, never more.
+        let shape = launch_shape();
+        let probe_plan = StepPlan::new(config, 1, info.sm_count, BLOCK, shape)?;
+        let per_sm = kernel.resident_blocks_per_sm(BLOCK, probe_plan.shared_bytes)?;
+        if per_sm == 0 {
+            bail!(
+                "the decode-step kernel cannot fit one block of {BLOCK} threads on an SM of {} \
+                 ({} registers per thread, {} bytes of shared memory)",
+                info.name,
+                attributes.registers,
+                probe_plan.shared_bytes
+            );
+        }
+        let grid = per_sm * info.sm_count;
+        let plan_for = |n: usize| StepPlan::new(config, n, grid, BLOCK, shape);
+        let payload = model.payload();
+        let (max_context, fit_notice) = choose_max_context(
+            max_context,
+            config,
+            payload.len() as u64,
+            info.free_memory_bytes,
+            plan_for,
+        )?;
+        if let Some(text) = fit_notice {
+            notice(&text);
+        }
+        let plan = plan_for(max_context)?;
+        // The shared memory can grow with the context (attention chunks): re-check residency.
+        let per_sm_final = kernel.resident_blocks_per_sm(BLOCK, plan.shared_bytes)?;
+        if per_sm_final * info.sm_count < grid {
+            bail!("a grid of {grid} blocks would not be resident at once; this is a qwenmk bug");
+        }
+        debug_assert!(bytes_needed(payload.len() as u64, &plan) > 0);
+
+        let stream = kernel.stream().clone();
+        let upload = |what: &str| format!("uploading the {what} to the GPU");
+        let weights = stream
+            .clone_htod(payload)
+            .with_context(|| upload("weights"))?;
+        let pointers = WeightPointers::new(&model, address(&weights, &stream));
+        let layer_bytes = layer_table_bytes(&pointers.layers);
+        let layers = stream
+            .clone_htod(&layer_bytes)
+            .with_context(|| upload("layer table"))?;
+        let rope = rope_table(config.rope_theta, plan.dims.head_dim, plan.dims.max_context);
+        let rope = stream
+            .clone_htod(&rope)
+            .with_context(|| upload("RoPE table"))?;
+        let lens = plan.buffers();
+        let zeros = |n: usize, what: &str| {
+            stream
+                .alloc_zeros::<f32>(n.max(1))
+                .with_context(|| format!("allocating the {what} on the GPU"))
+        };
+        let buffers = DeviceBuffers {
+            _k_cache: zeros(lens.kv_cache, "K cache")?,
+            _v_cache: zeros(lens.kv_cache, "V cache")?,
+            _x: zeros(lens.x, "residual stream")?,
+            _qkv: zeros(lens.qkv, "QKV buffer")?,
+            _attn_partial: zeros(lens.attn_partial, "attention partials")?,
+            _attn_out: zeros(lens.attn_out, "attention output")?,
+            _act: zeros(lens.act, "MLP activations")?,
+            control: stream
+                .alloc_zeros::<u32>(CONTROL_WORDS)
+                .context("allocating the control block on the GPU")?,
+            _weights: weights,
+            _layers: layers,
+            _rope: rope,
+        };
+        let b = &buffers;
+        let f32_ptr = |s: &CudaSlice<f32>| address(s, &stream) as *mut f32;
+        let params = StepParams {
+            dims: plan.dims,
+            shape: plan.shape,
+            max_splits: plan.max_splits,
+            reserved: 0,
+            embedding: pointers.embedding,
+            lm_head: pointers.lm_head,
+            final_norm: pointers.final_norm,
+            layers: address(&b._layers, &stream) as *const LayerPointers,
+            rope: f32_ptr(&b._rope),
+            k_cache: f32_ptr(&b._k_cache),
+            v_cache: f32_ptr(&b._v_cache),
+            x: f32_ptr(&b._x),
+            qkv: f32_ptr(&b._qkv),
+            attn_partial: f32_ptr(&b._attn_partial),
+            attn_out: f32_ptr(&b._attn_out),
+            act: f32_ptr(&b._act),
+            control: address(&b.control, &stream) as *mut StepControl,
+        };
+        Ok(GpuEngine {
+            model,
+            info,
+            kernel,
+            attributes,
+            plan,
+            buffers,
+            params,
+            position: 0,
+            last_output: None,
+        })
+    }
+
+    pub fn info(&self) -> &GpuInfo {
+        &self.info
+    }
+
+    pub fn plan(&self) -> &StepPlan {
+        &self.plan
+    }
+
+    pub fn attributes(&self) -> &KernelAttributes {
+        &self.attributes
+    }
+
+    pub fn model(&self) -> &Arc<PackedModel> {
+        &self.model
+    }
+
+    fn reset_control(&mut self) -> Result<()> {
+        let stream = self.kernel.stream().clone();
+        stream
+            .memset_zeros(&mut self.buffers.control)
+            .context("resetting the control block")?;
+        self.last_output = None;
+        Ok(())
+    }
+}
+
+/// The layer pointer table as the bytes the kernel reads.
+fn layer_table_bytes(layers: &[LayerPointers]) -> Vec<u8> {
+    layers
+        .iter()
+        .flat_map(|l| {
+            [
+                l.input_norm,
+                l.qkv,
+                l.q_norm,
+                l.k_norm,
+                l.o,
+                l.post_norm,
+                l.gate_up,
+                l.down,
+            ]
+            .into_iter()
+            .flat_map(|p| (p as u64).to_le_bytes())
+        })
+        .collect()
+}
+
+impl Engine for GpuEngine {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn max_context(&self) -> usize {
+        self.plan.dims.max_context as usize
+    }
+
+    fn position(&self) -> usize {
+        self.position
+    }
+
+    fn step(&mut self, token: u32) -> Result<u32> {
+        if self.position >= self.max_context() {
+            bail!(
+                "the context is full at {} tokens; raise --max-context (the model allows up to {})",
+                self.position,
+                self.model.config().max_position_embeddings
+            );
+        }
+        let stream = self.kernel.stream().clone();
+        if self.last_output != Some(token) {
+            let input = [token, self.position as u32];
+            let mut head = self.buffers.control.slice_mut(0..2);
+            stream
+                .memcpy_htod(&input, &mut head)
+                .context("writing the input token to the GPU")?;
+        }
+        let plan = &self.plan;
+        self.kernel
+            .launch(self.params, plan.grid, plan.block, plan.shared_bytes)?;
+        let mut control = [0u32; CONTROL_WORDS];
+        stream
+            .memcpy_dtoh(&self.buffers.control, &mut control)
+            .context("the decode step failed on the GPU")?;
+        let (next, error) = (control[0], control[4]);
+        if error != 0 {
+            let message = describe_step_error(error, &self.plan, self.position);
+            self.reset_control()?;
+            bail!(message);
+        }
+        self.position += 1;
+        self.last_output = Some(next);
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layer_table_matches_the_kernels_struct() {
+        let p = |v: u64| v as *const u16;
+        let layer = LayerPointers {
+            input_norm: p(1),
+            qkv: p(2),
+            q_norm: p(3),
+            k_norm: p(4),
+            o: p(5),
+            post_norm: p(6),
+            gate_up: p(7),
+            down: p(8),
+        };
+        let bytes = layer_table_bytes(&[layer, layer]);
+        assert_eq!(bytes.len(), 2 * std::mem::size_of::<LayerPointers>());
+        // SAFETY: `LayerPointers` is repr(C) with eight pointer fields, as the bytes hold.
+        let back: LayerPointers = unsafe { std::ptr::read_unaligned(bytes[64..].as_ptr().cast()) };
+        assert_eq!(back.down as u64, 8);
+        assert_eq!(back.gate_up as u64, 7);
+    }
+
+    #[test]
+    fn the_step_params_struct_is_laid_out_for_the_kernel() {
+        // The kernel reads the struct from its parameter space with the same `repr(C)` layout;
+        // the size must stay a multiple of 8 so both sides agree on padding.
+        assert_eq!(std::mem::size_of::<StepParams>() % 8, 0);
+        assert_eq!(std::mem::align_of::<StepParams>(), 8);
+    }
+}
