@@ -127,3 +127,24 @@ fn a_launch_shape_the_emulator_cannot_run_is_refused() {
     assert!(emu::launch(1, 48, 0, || {}).is_err());
     assert!(emu::launch(1000, 1024, 0, || {}).is_err());
 }
+
+#[test]
+fn blocks_beyond_the_resident_ones_start_as_earlier_ones_finish() {
+    use std::sync::Mutex;
+    let order = Mutex::new(Vec::new());
+    emu::launch_with_residency(5, 32, 0, 2, || {
+        if qwenmk_kernels::device::thread_idx() == 0 {
+            order
+                .lock()
+                .unwrap()
+                .push(qwenmk_kernels::device::block_idx());
+        }
+        qwenmk_kernels::device::sync_threads();
+    })
+    .unwrap();
+    let mut started = order.into_inner().unwrap();
+    assert_eq!(started.len(), 5);
+    // Block 4 can only start after some block finished; all five ran exactly once.
+    started.sort_unstable();
+    assert_eq!(started, vec![0, 1, 2, 3, 4]);
+}

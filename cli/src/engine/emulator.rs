@@ -54,6 +54,9 @@ pub struct EmulatorEngine {
     buffers: Buffers,
     control: Box<StepControl>,
     position: usize,
+    /// Blocks that run at once; fewer than the grid reproduces a GPU on which the grid does
+    /// not fit (see `emu::launch_with_residency`).
+    resident_blocks: u32,
 }
 
 // SAFETY: the raw pointers in `weights` point into `model`'s mapping, which the engine owns
@@ -96,7 +99,15 @@ impl EmulatorEngine {
             buffers,
             control: Box::default(),
             position: 0,
+            resident_blocks: grid,
         })
+    }
+
+    /// Lets only `blocks` blocks run at once, like a GPU too small (or too busy) for the grid:
+    /// the step must then fail with the kernel's timeout error instead of hanging.
+    pub fn with_resident_blocks(mut self, blocks: u32) -> Self {
+        self.resident_blocks = blocks.max(1);
+        self
     }
 
     pub fn plan(&self) -> &StepPlan {
@@ -158,9 +169,13 @@ impl Engine for EmulatorEngine {
         let plan = &self.plan;
         // SAFETY: every buffer in `params` is sized by `plan` and lives in `self` for the
         // whole launch, which returns only when every emulated thread has finished.
-        emu::launch(plan.grid, plan.block, plan.shared_bytes, || unsafe {
-            decode_step(&params)
-        })
+        emu::launch_with_residency(
+            plan.grid,
+            plan.block,
+            plan.shared_bytes,
+            self.resident_blocks,
+            || unsafe { decode_step(&params) },
+        )
         .context("the emulated decode step failed")?;
         if self.control.error != 0 {
             let message = describe_step_error(self.control.error, plan, self.position);

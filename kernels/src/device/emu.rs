@@ -95,7 +95,11 @@ impl AbortableBarrier {
             if spins < SPINS_BEFORE_SLEEP {
                 spins += 1;
                 std::hint::spin_loop();
+            } else if aborted.load(Ordering::SeqCst) {
+                // A block admitted after an abort: nobody will bump this generation again.
+                break;
             } else {
+                // An abort after the check above bumps the generation, so this returns.
                 atomic_wait::wait(&self.generation, generation);
             }
         }
@@ -170,8 +174,26 @@ fn block_state() -> (&'static BlockState, &'static AtomicBool) {
 }
 
 /// Runs `kernel` on a `grid × block` launch with `shared_bytes` of dynamic shared memory per
-/// block, every thread an OS thread, and returns when all threads have finished.
+/// block, every thread an OS thread, and returns when all threads have finished. Every block
+/// is resident at once.
 pub fn launch<F>(grid: u32, block: u32, shared_bytes: usize, kernel: F) -> Result<(), LaunchError>
+where
+    F: Fn() + Sync,
+{
+    launch_with_residency(grid, block, shared_bytes, grid, kernel)
+}
+
+/// As [`launch`], but at most `resident_blocks` blocks run at once: block `b` starts only when
+/// `b - resident_blocks + 1` blocks have finished, as on a GPU whose grid is larger than what
+/// fits on its SMs. A persistent kernel with grid barriers cannot finish such a launch; this is
+/// how tests check that it fails with a timeout instead of hanging.
+pub fn launch_with_residency<F>(
+    grid: u32,
+    block: u32,
+    shared_bytes: usize,
+    resident_blocks: u32,
+    kernel: F,
+) -> Result<(), LaunchError>
 where
     F: Fn() + Sync,
 {
@@ -190,8 +212,16 @@ where
             "{grid} blocks of {block} threads exceed the emulator's {MAX_THREADS_PER_LAUNCH} threads"
         )));
     }
+    if resident_blocks == 0 {
+        return Err(LaunchError::BadShape(
+            "at least one block must be resident".into(),
+        ));
+    }
     let aborted = AtomicBool::new(false);
     let first_panic: Mutex<Option<LaunchError>> = Mutex::new(None);
+    // Blocks with an index below this may run; each finished block lets one more in.
+    let admitted = AtomicU32::new(resident_blocks);
+    let running_threads: Vec<AtomicU32> = (0..grid).map(|_| AtomicU32::new(block)).collect();
     let blocks: Vec<BlockState> = (0..grid)
         .map(|_| BlockState {
             barrier: AbortableBarrier::new(block),
@@ -220,14 +250,22 @@ where
                 };
                 let (kernel, aborted, first_panic, blocks) =
                     (&kernel, &aborted, &first_panic, &blocks);
+                let (admitted, running_threads) = (&admitted, &running_threads);
                 let spawned = std::thread::Builder::new()
                     .stack_size(THREAD_STACK_BYTES)
                     .spawn_scoped(scope, move || {
+                        wait_for_admission(admitted, ctx.block);
                         CONTEXT.with(|c| c.set(Some(ctx)));
                         SHUFFLES.with(|c| c.set(0));
                         let outcome =
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(kernel));
                         CONTEXT.with(|c| c.set(None));
+                        // The block's last thread to leave frees its slot for the next block.
+                        let remaining = &running_threads[ctx.block as usize];
+                        if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            admitted.fetch_add(1, Ordering::Release);
+                            atomic_wait::wake_all(admitted);
+                        }
                         if let Err(payload) = outcome {
                             if payload.downcast_ref::<Aborted>().is_some() {
                                 return;
@@ -261,6 +299,17 @@ where
     match first_panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// Blocks the calling thread until block `block` may start.
+fn wait_for_admission(admitted: &AtomicU32, block: u32) {
+    loop {
+        let now = admitted.load(Ordering::Acquire);
+        if block < now {
+            return;
+        }
+        atomic_wait::wait(admitted, now);
     }
 }
 
