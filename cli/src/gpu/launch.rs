@@ -116,3 +116,18 @@ impl StepKernel {
         Ok(())
     }
 }
+
+/// Loads the kernels on GPU `ordinal` and reports the decode step's attributes and how many
+/// blocks of `block` threads with `shared_bytes` of dynamic shared memory fit on one SM.
+pub fn inspect_decode_step(
+    ordinal: usize,
+    block: u32,
+    shared_bytes: usize,
+) -> Result<(KernelAttributes, u32)> {
+    let ctx = CudaContext::new(ordinal).context("creating a CUDA context")?;
+    let kernel = StepKernel::load(&ctx)?;
+    Ok((
+        kernel.attributes()?,
+        kernel.resident_blocks_per_sm(block, shared_bytes)?,
+    ))
+}

@@ -8,5 +8,5 @@ pub mod memory;
 mod probe;
 
 pub use engine::GpuEngine;
-pub use launch::KernelAttributes;
+pub use launch::{KernelAttributes, inspect_decode_step};
 pub use probe::{GpuInfo, GpuUnavailable, probe};
