@@ -4,6 +4,7 @@
 //! `run(args) -> anyhow::Result<()>` plus a one-line summary for the help text.
 
 mod fixtures;
+mod ptx;
 
 use anyhow::bail;
 
@@ -15,11 +16,18 @@ struct Command {
     run: fn(&[String]) -> anyhow::Result<()>,
 }
 
-const COMMANDS: &[Command] = &[Command {
-    name: "fixtures",
-    summary: fixtures::SUMMARY,
-    run: fixtures::run,
-}];
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "fixtures",
+        summary: fixtures::SUMMARY,
+        run: fixtures::run,
+    },
+    Command {
+        name: "ptx",
+        summary: ptx::SUMMARY,
+        run: ptx::run,
+    },
+];
 
 fn print_help() {
     println!(
