@@ -20,9 +20,8 @@ pub fn run() -> ExitCode {
     let cli = cli::Cli::parse();
     let outcome = match &cli.command {
         cli::Command::Info(args) => commands::info::run(args),
-        cli::Command::Pack(_) | cli::Command::Generate(_) => {
-            Err(anyhow::anyhow!("this command is not wired yet"))
-        }
+        cli::Command::Generate(args) => commands::generate::run(args),
+        cli::Command::Pack(args) => commands::pack::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

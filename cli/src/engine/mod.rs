@@ -7,11 +7,11 @@ pub mod plan;
 
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use qwenmk_weights::PackedModel;
 
 use crate::cli::Device;
-use crate::gpu::{self, GpuUnavailable};
+use crate::gpu::{self, GpuInfo, GpuUnavailable};
 
 /// A decoder that holds one sequence's KV cache and advances it one token at a time.
 ///
@@ -58,15 +58,7 @@ pub fn open_engine(
             let why = match gpu::probe(0) {
                 Err(GpuUnavailable::NoDriver) => "no CUDA driver was found".to_owned(),
                 Err(GpuUnavailable::NoDevice(why)) => why,
-                Ok(info) if !info.can_run_kernels() => {
-                    let (major, minor) = info.compute_capability;
-                    let (need_major, need_minor) = qwenmk_kernels::MIN_COMPUTE_CAPABILITY;
-                    format!(
-                        "{} has compute capability {major}.{minor}; the kernels need \
-                         {need_major}.{need_minor} or newer",
-                        info.name
-                    )
-                }
+                Ok(info) if !info.can_run_kernels() => too_old(&info),
                 Ok(info) => match open_engine(Device::Gpu, model.clone(), max_context, notice) {
                     Ok(engine) => return Ok(engine),
                     Err(error) => {
@@ -79,4 +71,26 @@ pub fn open_engine(
             Ok(Box::new(cpu::CpuEngine::new(model, max_context)?))
         }
     }
+}
+
+/// The checks of `device` that need no weights, so that `generate` fails before it packs or
+/// loads them: `gpu` needs a CUDA driver and a GPU that can run the kernels.
+pub fn check_device(device: Device) -> Result<()> {
+    if device == Device::Gpu {
+        let info = gpu::probe(0).map_err(|why| anyhow!("--device gpu: {why}"))?;
+        if !info.can_run_kernels() {
+            bail!("--device gpu: {}; use --device cpu", too_old(&info));
+        }
+    }
+    Ok(())
+}
+
+fn too_old(info: &GpuInfo) -> String {
+    let (major, minor) = info.compute_capability;
+    let (need_major, need_minor) = qwenmk_kernels::MIN_COMPUTE_CAPABILITY;
+    format!(
+        "{} has compute capability {major}.{minor}; the kernels need {need_major}.{need_minor} \
+         or newer",
+        info.name
+    )
 }

@@ -1,0 +1,198 @@
+//! Helpers for tests that run the real `qwenmk` binary: a hermetic environment (a temporary
+//! `HF_HOME`, no network), fixture copies with real files, and stdout/stderr parsing.
+
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// `fixtures/<name>` in the repository.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("fixtures")
+        .join(name)
+}
+
+/// A temporary `HF_HOME` for one test: the packed cache lands in `<dir>/qwenmk`, the hub cache in
+/// `<dir>/hub`, and nothing of the user's cache is read or written.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().expect("create a temporary HF_HOME"),
+        }
+    }
+
+    pub fn hf_home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `$HF_HOME/qwenmk`, where `generate` keeps packed files.
+    pub fn packed_dir(&self) -> PathBuf {
+        self.hf_home().join("qwenmk")
+    }
+
+    /// The packed files in the cache.
+    pub fn packed_files(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.packed_dir()) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries
+            .map(|e| e.expect("read the packed cache").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "qwenmk"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// The only packed file in the cache.
+    pub fn packed_file(&self) -> PathBuf {
+        let files = self.packed_files();
+        assert_eq!(files.len(), 1, "one packed file expected, found {files:?}");
+        files[0].clone()
+    }
+
+    /// `qwenmk ARGS` in this sandbox: the hub variables that could point elsewhere are removed
+    /// and the hub is offline, so a test can never download or touch the user's cache.
+    pub fn qwenmk(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_qwenmk"));
+        for var in [
+            "HF_HUB_CACHE",
+            "HUGGINGFACE_HUB_CACHE",
+            "QWENMK_CACHE",
+            "HF_TOKEN",
+            "HUGGING_FACE_HUB_TOKEN",
+            "HF_TOKEN_PATH",
+            "HF_ENDPOINT",
+        ] {
+            command.env_remove(var);
+        }
+        command
+            .env("HF_HOME", self.hf_home())
+            .env("HF_HUB_OFFLINE", "1")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .expect("run the qwenmk binary")
+    }
+
+    /// A copy of `fixtures/<name>` with real files (the fixture's tokenizer files are symlinks),
+    /// which a test may then damage.
+    pub fn copy_fixture(&self, name: &str) -> PathBuf {
+        let to = self.hf_home().join("models").join(name);
+        std::fs::create_dir_all(&to).expect("create the fixture copy");
+        for entry in std::fs::read_dir(fixture(name)).expect("read the fixture") {
+            let from = entry.expect("read the fixture").path();
+            // fs::copy follows symlinks: the copy holds the target's bytes.
+            std::fs::copy(&from, to.join(from.file_name().unwrap())).expect("copy a fixture file");
+        }
+        to
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts success and returns stderr (shown on failure).
+pub fn assert_success(output: &Output) -> String {
+    let err = stderr(output);
+    assert!(
+        output.status.success(),
+        "qwenmk failed ({:?})\nstderr:\n{err}\nstdout:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    err
+}
+
+/// `generate --json` output: the streamed text, and the JSON object on the last line.
+pub fn split_json(output: &Output) -> (String, Value) {
+    let out = stdout(output);
+    let body = out.strip_suffix('\n').expect("stdout ends with a newline");
+    let (text, line) = body.rsplit_once('\n').expect("a JSON line after the text");
+    let json: Value = serde_json::from_str(line).expect("the last line is JSON");
+    (text.to_owned(), json)
+}
+
+pub fn ids(value: &Value) -> Vec<u32> {
+    value
+        .as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|v| v.as_u64().expect("an id") as u32)
+        .collect()
+}
+
+/// One case of a fixture's `reference.json`.
+pub struct ReferenceCase {
+    pub name: String,
+    pub raw: bool,
+    pub prompt: String,
+    pub system: Option<String>,
+    pub think: bool,
+    pub prompt_ids: Vec<u32>,
+    pub generated_ids: Vec<u32>,
+}
+
+impl ReferenceCase {
+    /// `generate` arguments that reproduce this case's prompt (the model and device not
+    /// included).
+    pub fn prompt_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.raw {
+            args.push("--raw".to_owned());
+        }
+        if let Some(system) = &self.system {
+            args.extend(["--system".to_owned(), system.clone()]);
+        }
+        if self.think {
+            args.push("--think".to_owned());
+        }
+        args.push(self.prompt.clone());
+        args
+    }
+}
+
+/// The cases of `fixtures/<checkpoint>/reference.json`.
+pub fn reference_cases(checkpoint: &str) -> Vec<ReferenceCase> {
+    let text = std::fs::read_to_string(fixture(checkpoint).join("reference.json"))
+        .expect("read reference.json");
+    let json: Value = serde_json::from_str(&text).expect("reference.json is JSON");
+    json["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|case| {
+            let mode = case["mode"].as_str().expect("mode");
+            assert!(mode == "raw" || mode == "chat", "unknown mode {mode}");
+            ReferenceCase {
+                name: case["name"].as_str().expect("name").to_owned(),
+                raw: mode == "raw",
+                prompt: case["prompt"].as_str().expect("prompt").to_owned(),
+                system: case["system"].as_str().map(str::to_owned),
+                think: case["think"].as_bool().expect("think"),
+                prompt_ids: ids(&case["prompt_ids"]),
+                generated_ids: ids(&case["generated_ids"]),
+            }
+        })
+        .collect()
+}
+
+pub fn reference_case(checkpoint: &str, name: &str) -> ReferenceCase {
+    reference_cases(checkpoint)
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no case {name} in {checkpoint}/reference.json"))
+}
