@@ -110,7 +110,7 @@ fn number_before(line: &str, label: &str) -> u32 {
     line.split(label)
         .next()
         .filter(|head| head.len() < line.len())
-        .and_then(|head| head.split([' ', ',']).filter(|w| !w.is_empty()).next_back())
+        .and_then(|head| head.split([' ', ',']).rfind(|w| !w.is_empty()))
         .and_then(|w| w.parse().ok())
         .unwrap_or(0)
 }

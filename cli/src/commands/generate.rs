@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::cli::{Device, GenerateArgs};
 use crate::commands::pack::pack_with_progress;
-use crate::engine::{Engine, check_device, open_engine};
+use crate::engine::{ContextSize, Engine, check_device, open_engine};
 use crate::hub::{HubSettings, ModelFiles, ModelSource, packed_cache_path};
 use crate::prompt::{
     ChatTemplate, PromptInput, PromptTokenizer, StopSource, StopTokens, encode_prompt,
@@ -123,7 +123,20 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     // 3. Weights and engine.
     check_device(args.device)?;
     let model = Arc::new(open_or_pack(&files, &settings, &mut notice)?);
-    let mut engine = open_engine(args.device, model, max_context, &mut notice)?;
+    let context = ContextSize {
+        positions: max_context,
+        explicit: args.max_context.is_some(),
+    };
+    let mut engine = open_engine(args.device, model, context, &mut notice)?;
+    // The gpu engine may hold fewer positions than asked for when memory is short.
+    let max_context = engine.max_context();
+    if prompt.ids.len() > max_context {
+        bail!(
+            "the prompt has {} tokens but the {} engine's context holds {max_context}; shorten it              or free GPU memory",
+            prompt.ids.len(),
+            engine.name()
+        );
+    }
 
     // 4. Decode.
     let out = std::io::stdout();

@@ -37,7 +37,17 @@ pub trait Engine {
     }
 }
 
-/// Opens the engine `device` names over `model`, with a KV cache of `max_context` positions.
+/// How many positions the KV cache should hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextSize {
+    pub positions: usize,
+    /// `--max-context` was given. When it was not, the gpu engine may allocate fewer
+    /// positions than `positions` (what fits in free memory) and says so.
+    pub explicit: bool,
+}
+
+/// Opens the engine `device` names over `model`, with a KV cache of `context` positions (the
+/// engine's [`Engine::max_context`] tells what it got).
 ///
 /// `auto` takes the GPU when [`gpu::probe`] finds one that can run the kernels and the gpu
 /// engine starts on it; otherwise it says why in one line through `notice` and opens the cpu
@@ -45,21 +55,23 @@ pub trait Engine {
 pub fn open_engine(
     device: Device,
     model: Arc<PackedModel>,
-    max_context: usize,
+    context: ContextSize,
     notice: &mut dyn FnMut(&str),
 ) -> Result<Box<dyn Engine>> {
+    let max_context = context.positions;
     match device {
         Device::Cpu => Ok(Box::new(cpu::CpuEngine::new(model, max_context)?)),
         Device::Emulator => Ok(Box::new(emulator::EmulatorEngine::new(model, max_context)?)),
         Device::Gpu => {
-            bail!("the gpu engine is not built yet; use --device cpu or --device emulator")
+            let requested = context.explicit.then_some(max_context);
+            Ok(Box::new(gpu::GpuEngine::new(model, requested, notice)?))
         }
         Device::Auto => {
             let why = match gpu::probe(0) {
                 Err(GpuUnavailable::NoDriver) => "no CUDA driver was found".to_owned(),
                 Err(GpuUnavailable::NoDevice(why)) => why,
                 Ok(info) if !info.can_run_kernels() => too_old(&info),
-                Ok(info) => match open_engine(Device::Gpu, model.clone(), max_context, notice) {
+                Ok(info) => match open_engine(Device::Gpu, model.clone(), context, notice) {
                     Ok(engine) => return Ok(engine),
                     Err(error) => {
                         notice(&format!("{error:#} (on {}); running on the CPU", info.name));
