@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::cli::{Device, GenerateArgs};
 use crate::commands::pack::pack_with_progress;
 use crate::engine::{ContextSize, Engine, check_device, open_engine};
-use crate::hub::{HubSettings, ModelFiles, ModelSource, packed_cache_path};
+use crate::hub::{HubSettings, ModelFiles, packed_cache_path};
 use crate::prompt::{
     ChatTemplate, PromptInput, PromptTokenizer, StopSource, StopTokens, encode_prompt,
 };
@@ -57,13 +57,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     };
 
     // 1. The model's files and config.
-    let settings = HubSettings::from_env()?;
-    let files = ModelSource::resolve(
-        &args.model.model,
-        &args.model.revision,
-        args.model.offline,
-        &settings,
-    )?;
+    let (settings, files) = super::resolve_model(&args.model)?;
     let config = ModelConfig::from_file(&files.config)?;
 
     // 2. The prompt, and whether it fits.

@@ -3,3 +3,16 @@
 pub mod generate;
 pub mod info;
 pub mod pack;
+
+use anyhow::Result;
+
+use crate::cli::ModelArgs;
+use crate::hub::{HubSettings, ModelFiles, ModelSource};
+
+/// The hub settings from the environment, and the files `--model`, `--revision` and
+/// `--offline` name (downloaded into the Hugging Face cache when needed).
+pub fn resolve_model(args: &ModelArgs) -> Result<(HubSettings, ModelFiles)> {
+    let settings = HubSettings::from_env()?;
+    let files = ModelSource::resolve(&args.model, &args.revision, args.offline, &settings)?;
+    Ok((settings, files))
+}

@@ -13,16 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use qwenmk_weights::{PackSummary, pack_safetensors};
 
 use crate::cli::PackArgs;
-use crate::hub::{HubSettings, ModelFiles, ModelSource, packed_cache_path};
+use crate::hub::{ModelFiles, packed_cache_path};
 
 pub fn run(args: &PackArgs) -> Result<()> {
-    let settings = HubSettings::from_env()?;
-    let files = ModelSource::resolve(
-        &args.model.model,
-        &args.model.revision,
-        args.model.offline,
-        &settings,
-    )?;
+    let (settings, files) = super::resolve_model(&args.model)?;
     let output = match &args.output {
         Some(path) => path.clone(),
         None => packed_cache_path(&files, &settings)?,

@@ -104,17 +104,29 @@ impl CpuEngine {
         }
     }
 
+    /// Forgets the positions from `position` on: the next token goes to `position`, and what
+    /// came before stays in the cache (`qwenmk bench` decodes from the same depth again).
+    pub fn truncate(&mut self, position: usize) -> Result<()> {
+        if position > self.position {
+            bail!(
+                "cannot truncate to position {position}: the cache holds {} positions",
+                self.position
+            );
+        }
+        let kv_dim = self.model.config().kv_dim();
+        for layer in &mut self.cache {
+            layer.keys.truncate(position * kv_dim);
+            layer.values.truncate(position * kv_dim);
+        }
+        self.position = position;
+        Ok(())
+    }
+
     /// Appends `token` and returns the logits for the next position. Fails without changing
     /// state when the context is full or the token is outside the vocabulary.
     pub fn step_logits(&mut self, token: u32) -> Result<&[f32]> {
         let c = self.model.config();
-        if self.position >= self.max_context {
-            bail!(
-                "the context is full at {} tokens; raise --max-context (the model allows up to {})",
-                self.max_context,
-                c.max_position_embeddings
-            );
-        }
+        super::ensure_room(self.position, self.max_context, c.max_position_embeddings)?;
         let token = token as usize;
         if token >= c.vocab_size {
             bail!(

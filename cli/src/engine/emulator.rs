@@ -11,8 +11,8 @@ use qwenmk_kernels::step::host::rope_table;
 use qwenmk_kernels::step::{LaunchShape, StepControl, StepParams, decode_step};
 use qwenmk_weights::packed::PackedModel;
 
-use super::Engine;
 use super::plan::{StepPlan, WeightPointers, describe_step_error};
+use super::{Engine, ensure_room};
 
 /// The emulator's launch: 2 blocks of 2 warps, so grid barriers, block barriers and warp
 /// shuffles all run, with 128 OS threads (a 2-layer tiny model steps in tens of milliseconds on
@@ -118,6 +118,19 @@ impl EmulatorEngine {
         &self.model
     }
 
+    /// Forgets the positions from `position` on: the next step writes its key and value at
+    /// `position` and attends over `0..=position`, so later entries are never read.
+    pub fn truncate(&mut self, position: usize) -> Result<()> {
+        if position > self.position {
+            bail!(
+                "cannot truncate to position {position}: the cache holds {} positions",
+                self.position
+            );
+        }
+        self.position = position;
+        Ok(())
+    }
+
     fn params(&mut self) -> StepParams {
         let b = &mut self.buffers;
         StepParams {
@@ -156,13 +169,11 @@ impl Engine for EmulatorEngine {
     }
 
     fn step(&mut self, token: u32) -> Result<u32> {
-        if self.position >= self.max_context() {
-            bail!(
-                "the context is full at {} tokens; raise --max-context (the model allows up to {})",
-                self.position,
-                self.model.config().max_position_embeddings
-            );
-        }
+        ensure_room(
+            self.position,
+            self.max_context(),
+            self.model.config().max_position_embeddings,
+        )?;
         self.control.token = token;
         self.control.position = self.position as u32;
         let params = self.params();

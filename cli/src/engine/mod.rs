@@ -37,6 +37,17 @@ pub trait Engine {
     }
 }
 
+/// Fails, with the sentence every engine uses, when the KV cache has no room for another token.
+pub fn ensure_room(position: usize, max_context: usize, model_max: usize) -> Result<()> {
+    if position >= max_context {
+        bail!(
+            "the context is full at {position} tokens; raise --max-context (the model allows up \
+             to {model_max})"
+        );
+    }
+    Ok(())
+}
+
 /// How many positions the KV cache should hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextSize {

@@ -17,8 +17,8 @@ use qwenmk_weights::PackedModel;
 use super::launch::{KernelAttributes, StepKernel};
 use super::memory::{bytes_needed, choose_max_context};
 use super::probe::{GpuInfo, probe};
-use crate::engine::Engine;
 use crate::engine::plan::{StepPlan, WeightPointers, describe_step_error};
+use crate::engine::{Engine, ensure_room};
 
 /// Threads per block: 8 warps, so one block per SM keeps the whole register file busy.
 pub const BLOCK: u32 = 256;
@@ -216,6 +216,80 @@ impl GpuEngine {
         &self.model
     }
 
+    /// Forgets the positions from `position` on: the next step writes its key and value at
+    /// `position` and attends over `0..=position`, so later cache entries are never read.
+    pub fn truncate(&mut self, position: usize) -> Result<()> {
+        if position > self.position {
+            bail!(
+                "cannot truncate to position {position}: the cache holds {} positions",
+                self.position
+            );
+        }
+        self.position = position;
+        // The device's control block still holds the old position: the next step writes both.
+        self.last_output = None;
+        Ok(())
+    }
+
+    /// Decodes `n` tokens greedily from [`Engine::position`], `first` first, timed on the GPU
+    /// with CUDA events: the `n` launches go back to back with no host work between them (the
+    /// kernel feeds itself its output token and position), then the control block is read
+    /// once. Returns the last token and the seconds between the events.
+    pub fn decode_timed(&mut self, first: u32, n: usize) -> Result<(u32, f64)> {
+        if n == 0 {
+            bail!("a timed decode needs at least one step");
+        }
+        if self.position + n > self.max_context() {
+            bail!(
+                "{n} steps from position {} would overrun the KV cache of {} positions",
+                self.position,
+                self.max_context()
+            );
+        }
+        let stream = self.kernel.stream().clone();
+        if self.last_output != Some(first) {
+            let input = [first, self.position as u32];
+            let mut head = self.buffers.control.slice_mut(0..2);
+            stream
+                .memcpy_htod(&input, &mut head)
+                .context("writing the input token to the GPU")?;
+        }
+        // Read before timing (this also waits for the write): the step counter to compare.
+        let before = self.read_control()?;
+        let plan = &self.plan;
+        let seconds =
+            self.kernel
+                .launch_timed(self.params, plan.grid, plan.block, plan.shared_bytes, n)?;
+        let after = self.read_control()?;
+        let (next, position, error, steps) = (after[0], after[1], after[4], after[5]);
+        if error != 0 {
+            // The failed step did not advance the position the device holds.
+            let message = describe_step_error(error, &self.plan, position as usize);
+            self.position = position as usize;
+            self.reset_control()?;
+            bail!(message);
+        }
+        let expected = (self.position + n) as u32;
+        if steps.wrapping_sub(before[5]) != n as u32 || position != expected {
+            bail!(
+                "the GPU ran {} of {n} steps and stopped at position {position}, not {expected};                  this is a qwenmk bug",
+                steps.wrapping_sub(before[5])
+            );
+        }
+        self.position += n;
+        self.last_output = Some(next);
+        Ok((next, seconds))
+    }
+
+    fn read_control(&self) -> Result<[u32; CONTROL_WORDS]> {
+        let mut control = [0u32; CONTROL_WORDS];
+        self.kernel
+            .stream()
+            .memcpy_dtoh(&self.buffers.control, &mut control)
+            .context("reading the control block from the GPU")?;
+        Ok(control)
+    }
+
     fn reset_control(&mut self) -> Result<()> {
         let stream = self.kernel.stream().clone();
         stream
@@ -261,13 +335,11 @@ impl Engine for GpuEngine {
     }
 
     fn step(&mut self, token: u32) -> Result<u32> {
-        if self.position >= self.max_context() {
-            bail!(
-                "the context is full at {} tokens; raise --max-context (the model allows up to {})",
-                self.position,
-                self.model.config().max_position_embeddings
-            );
-        }
+        ensure_room(
+            self.position,
+            self.max_context(),
+            self.model.config().max_position_embeddings,
+        )?;
         let stream = self.kernel.stream().clone();
         if self.last_output != Some(token) {
             let input = [token, self.position as u32];

@@ -194,6 +194,19 @@ unsafe fn stage_vector(work: *mut f32, src: *const f32, n: usize) {
     device::sync_threads();
 }
 
+/// `x[row] += v`: a projection's output joins the residual stream (each row has one writer).
+///
+/// # Safety
+/// `row < hidden`, and no other thread touches `x[row]` during the stage.
+#[inline(always)]
+unsafe fn add_to_residual(p: &StepParams, row: u32, v: f32) {
+    // SAFETY: the caller guarantees the row and its single writer.
+    unsafe {
+        let x = p.x.add(row as usize);
+        x.write(x.read() + v)
+    }
+}
+
 #[inline(always)]
 fn silu(x: f32) -> f32 {
     x / (1.0 + device::exp(-x))
@@ -357,8 +370,7 @@ pub unsafe fn decode_step(p: &StepParams) {
         unsafe {
             stage_vector(work, p.attn_out, d.q_dim() as usize);
             matvec::<1>(w.o, vector(d.q_dim()), d.hidden, lanes, |row, [v]| {
-                let x = p.x.add(row as usize);
-                x.write(x.read() + v)
+                add_to_residual(p, row, v)
             });
             if !sync.barrier(Stage::OutputProjection, layer, || {
                 prefetch::<1>(w.down, d.intermediate, d.hidden, lanes)
@@ -403,10 +415,7 @@ pub unsafe fn decode_step(p: &StepParams) {
                 vector(d.intermediate),
                 d.hidden,
                 lanes,
-                |row, [v]| {
-                    let x = p.x.add(row as usize);
-                    x.write(x.read() + v)
-                },
+                |row, [v]| add_to_residual(p, row, v),
             );
             if !sync.barrier(Stage::Down, layer, || {}) {
                 return;
