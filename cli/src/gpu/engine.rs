@@ -272,7 +272,8 @@ impl GpuEngine {
         let expected = (self.position + n) as u32;
         if steps.wrapping_sub(before[5]) != n as u32 || position != expected {
             bail!(
-                "the GPU ran {} of {n} steps and stopped at position {position}, not {expected};                  this is a qwenmk bug",
+                "the GPU ran {} of {n} steps and stopped at position {position}, not {expected}; \
+                 this is a qwenmk bug",
                 steps.wrapping_sub(before[5])
             );
         }

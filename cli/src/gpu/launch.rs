@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::sys::CUfunction_attribute as FnAttr;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -114,6 +115,39 @@ impl StepKernel {
         // blocks the occupancy API says can be resident, as the kernel's barriers require.
         unsafe { launch.launch(config) }.context("launching the decode step failed")?;
         Ok(())
+    }
+
+    /// Launches `steps` decode steps back to back, with no host work between them (each step
+    /// reads its token and position from the control block the previous one wrote), between
+    /// two CUDA events on the stream, waits for the second, and returns the GPU time between
+    /// them in seconds. This is what `qwenmk bench` times.
+    pub fn launch_timed(
+        &self,
+        params: StepParams,
+        grid: u32,
+        block: u32,
+        shared_bytes: usize,
+        steps: usize,
+    ) -> Result<f64> {
+        // CU_EVENT_DEFAULT: timing enabled (the default cudarc flag disables it).
+        let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self
+            .stream
+            .record_event(timing)
+            .context("recording the start event")?;
+        for _ in 0..steps {
+            self.launch(params, grid, block, shared_bytes)?;
+        }
+        let end = self
+            .stream
+            .record_event(timing)
+            .context("recording the end event")?;
+        end.synchronize()
+            .context("the timed decode steps failed on the GPU")?;
+        let ms = start
+            .elapsed_ms(&end)
+            .context("reading the time between the CUDA events")?;
+        Ok(f64::from(ms) / 1e3)
     }
 }
 
