@@ -57,12 +57,66 @@ pub struct PackSummary {
 pub fn pack_safetensors(
     model_dir: &Path,
     out_path: &Path,
-    mut progress: impl FnMut(&PackProgress),
+    progress: impl FnMut(&PackProgress),
 ) -> Result<PackSummary, PackError> {
     // 1. Open and check the whole checkpoint before creating any file.
     let checkpoint = Checkpoint::open(model_dir)?;
     let config = checkpoint.config().clone();
-    let table = layout::plan(&config);
+    let mut summary = write_packed(
+        &config,
+        out_path,
+        |entry, payload| write_tensor(&checkpoint, entry, payload),
+        progress,
+    )?;
+    summary.sources = checkpoint.files().iter().map(|p| p.to_path_buf()).collect();
+    summary.ignored_lm_head = config.tie_word_embeddings && checkpoint.contains("lm_head.weight");
+    Ok(summary)
+}
+
+/// Packs tensors that `fill` computes instead of reading a checkpoint: for each entry of the
+/// layout (in storage order, shapes in [`TensorEntry::shape`]) it appends exactly
+/// `entry.len` bytes of little-endian BF16 values to the buffer it is given. Used for random
+/// weights of the real shapes (see [`crate::synthetic::pack_random`]), which need no
+/// safetensors copy in between.
+pub fn pack_generated(
+    config: &ModelConfig,
+    out_path: &Path,
+    mut fill: impl FnMut(&TensorEntry, &mut Vec<u8>),
+    progress: impl FnMut(&PackProgress),
+) -> Result<PackSummary, PackError> {
+    let mut buffer = Vec::new();
+    write_packed(
+        config,
+        out_path,
+        |entry, payload| {
+            buffer.clear();
+            fill(entry, &mut buffer);
+            if buffer.len() as u64 != entry.len {
+                return Err(TensorWriteError::Io(std::io::Error::other(format!(
+                    "the generator gave {} bytes for {} but the layout needs {}",
+                    buffer.len(),
+                    entry.id,
+                    entry.len
+                ))));
+            }
+            payload.pad_to(entry.offset)?;
+            payload.write(&buffer)?;
+            Ok(())
+        },
+        progress,
+    )
+}
+
+/// The packed file's frame around the tensors: plans the layout, writes each tensor through
+/// `write_entry` into a temporary file while hashing it, then the header, and renames the file
+/// into place. `sources` and `ignored_lm_head` of the summary are left for the caller.
+fn write_packed(
+    config: &ModelConfig,
+    out_path: &Path,
+    mut write_entry: impl FnMut(&TensorEntry, &mut PayloadWriter) -> Result<(), TensorWriteError>,
+    mut progress: impl FnMut(&PackProgress),
+) -> Result<PackSummary, PackError> {
+    let table = layout::plan(config);
     let payload_len = layout::payload_len(&table);
     let json_len = config.to_json_string().len();
     let payload_offset = layout::align_up(
@@ -86,10 +140,11 @@ pub fn pack_safetensors(
         .seek(SeekFrom::Start(payload_offset))
         .map_err(write_err)?;
     for (done, entry) in table.iter().enumerate() {
-        write_tensor(&checkpoint, entry, &mut payload).map_err(|e| match e {
+        write_entry(entry, &mut payload).map_err(|e| match e {
             TensorWriteError::Io(source) => write_err(source),
             TensorWriteError::Checkpoint(e) => PackError::Checkpoint(e),
         })?;
+        debug_assert_eq!(payload.written, entry.offset + entry.len);
         progress(&PackProgress {
             tensor: entry.id,
             tensors_done: done + 1,
@@ -103,7 +158,7 @@ pub fn pack_safetensors(
 
     // 3. The header last, now that the checksum is known; then make it durable and visible.
     let header = format::encode(
-        &config,
+        config,
         &table,
         payload_offset,
         payload_len,
@@ -119,14 +174,14 @@ pub fn pack_safetensors(
 
     Ok(PackSummary {
         path: out_path.to_path_buf(),
-        sources: checkpoint.files().iter().map(|p| p.to_path_buf()).collect(),
+        sources: Vec::new(),
         tensors: table.len(),
         payload_offset,
         payload_bytes: payload_len,
         file_bytes: payload_offset + payload_len,
         payload_checksum,
-        ignored_lm_head: config.tie_word_embeddings && checkpoint.contains("lm_head.weight"),
-        config,
+        ignored_lm_head: false,
+        config: config.clone(),
     })
 }
 

@@ -208,3 +208,38 @@ fn repacking_replaces_the_file_atomically() {
     assert_matches_source(&model, &src);
     no_leftovers(out_dir.path(), &["m"]);
 }
+
+#[test]
+fn random_weights_pack_straight_into_a_packed_file() {
+    use qwenmk_weights::synthetic::pack_random;
+    let dir = tempfile::tempdir().unwrap();
+    for tied in [true, false] {
+        let config = tiny_config(tied);
+        let out = dir.path().join(format!("random-{tied}.qwenmk"));
+        let mut calls = 0;
+        let summary = pack_random(&config, 7, &out, |_| calls += 1).expect("pack succeeds");
+        let model = PackedModel::open(&out).expect("the generated file opens and verifies");
+        assert_eq!(model.config(), &config);
+        assert_eq!(calls, summary.tensors);
+        assert!(summary.sources.is_empty());
+        // Matrices within ±1/√columns, norms within 1 ± 0.25, and not all equal.
+        let h = config.hidden_size as f32;
+        assert!(
+            model
+                .embedding()
+                .iter()
+                .all(|v| v.to_f32().abs() <= 1.0 / h.sqrt())
+        );
+        assert!(model.embedding().windows(2).any(|w| w[0] != w[1]));
+        assert!(
+            model
+                .final_norm()
+                .iter()
+                .all(|v| (0.74..=1.26).contains(&v.to_f32()))
+        );
+        // Deterministic per seed.
+        let again = dir.path().join(format!("again-{tied}.qwenmk"));
+        let summary2 = pack_random(&config, 7, &again, |_| {}).unwrap();
+        assert_eq!(summary.payload_checksum, summary2.payload_checksum);
+    }
+}
