@@ -20,6 +20,7 @@ const RUSTFLAGS: &[&str] = &[
 ];
 
 fn main() {
+    embed_git_commit();
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
     let kernels_dir = manifest_dir.join("..").join("kernels");
     let out_dir = PathBuf::from(env("OUT_DIR"));
@@ -102,6 +103,33 @@ fn main() {
             out_dir.display()
         ))
     });
+}
+
+/// Sets `QWENMK_GIT_COMMIT` to the short hash of the checked-out commit (`unknown` outside a
+/// git checkout or without git), which `qwenmk bench` reports. Reruns when HEAD moves: on a
+/// checkout of another branch (`.git/HEAD`) or a new commit on this one (its ref file).
+fn embed_git_commit() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo::rustc-env=QWENMK_GIT_COMMIT={commit}");
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from) {
+        let mut watch = vec![git_dir.join("HEAD"), git_dir.join("packed-refs")];
+        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            watch.push(git_dir.join(reference));
+        }
+        // A path that does not exist would make cargo rerun this script on every build.
+        for path in watch.into_iter().filter(|p| p.exists()) {
+            println!("cargo::rerun-if-changed={}", path.display());
+        }
+    }
 }
 
 /// The nightly compiler and its `rust-src` are needed; say exactly what to install if not.

@@ -24,6 +24,13 @@ pub enum Command {
     Pack(PackArgs),
     /// Show the GPU, the driver and the embedded kernels.
     Info(InfoArgs),
+    /// Measure decode speed at several KV-cache depths: tok/s, µs per token, effective GB/s,
+    /// % of the GPU's peak bandwidth and the bandwidth roofline.
+    ///
+    /// For each depth the KV cache is filled to that depth with real decode steps, then
+    /// `-n` tokens are decoded `-r` times from that same depth after a warm-up. The table
+    /// (or JSON, or CSV) goes to stdout; notices and a progress bar to stderr.
+    Bench(BenchArgs),
 }
 
 /// Where the model comes from: a local directory or a Hugging Face hub repository.
@@ -116,4 +123,64 @@ pub struct InfoArgs {
     /// Print the report as JSON.
     #[arg(long, conflicts_with = "ptx")]
     pub json: bool,
+}
+
+/// How `bench` writes its results to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchFormat {
+    /// A Markdown table (llama-bench style) and the run's context.
+    Md,
+    /// Everything, every sample included, with the GPU, driver, qwenmk version and commit.
+    Json,
+    /// One line per depth.
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Random weights of a model's shapes instead of a checkpoint, so that nothing is
+    /// downloaded: `qwen3-0.6b` (the default), `tiny` (a 2-layer toy), or the path of a
+    /// config.json (or of its directory). Packed once into qwenmk's cache, then reused.
+    #[arg(
+        long,
+        value_name = "CONFIG",
+        num_args = 0..=1,
+        default_missing_value = "qwen3-0.6b",
+        conflicts_with = "model"
+    )]
+    pub synthetic: Option<String>,
+    /// Seed of the --synthetic weights (and of the tokens that fill the cache).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Which engine runs the model: as for `generate`, `auto` takes the GPU when one can run
+    /// the kernels, else the CPU (saying why on stderr).
+    #[arg(long, short = 'd', value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// KV-cache depths to measure at, comma-separated. Default on the GPU:
+    /// 0,128,512,1024,4096,8192,16384,32768; on the cpu: 0,32,128; on the emulator: 0,32.
+    /// A depth whose run would not fit in the model's context is skipped with a notice.
+    #[arg(long, value_delimiter = ',', value_name = "D,D,...")]
+    pub depth: Option<Vec<usize>>,
+    /// Tokens decoded per timed run [default: 128; 16 on the emulator].
+    #[arg(short = 'n', long = "tokens", value_name = "N")]
+    pub tokens: Option<usize>,
+    /// Timed runs per depth [default: 5; 2 on the emulator].
+    #[arg(short = 'r', long = "repetitions", value_name = "R")]
+    pub repetitions: Option<usize>,
+    /// Untimed decode steps at each depth before its runs [default: 16 on the GPU, 4 on the
+    /// cpu, 1 on the emulator].
+    #[arg(long, value_name = "N")]
+    pub warmup: Option<usize>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = BenchFormat::Md)]
+    pub output: BenchFormat,
+    /// Also draw tok/s and % of peak bandwidth against depth into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Peer measurements from `cargo xtask peers` (JSON): adds qwenmk's ratio to each peer at
+    /// every depth.
+    #[arg(long, value_name = "FILE.json")]
+    pub peers: Option<PathBuf>,
 }

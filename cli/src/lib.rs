@@ -1,5 +1,6 @@
 //! qwenmk: the command-line tool and its engines. `main.rs` only calls [`run`].
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod engine;
@@ -22,6 +23,7 @@ pub fn run() -> ExitCode {
         cli::Command::Info(args) => commands::info::run(args),
         cli::Command::Generate(args) => commands::generate::run(args),
         cli::Command::Pack(args) => commands::pack::run(args),
+        cli::Command::Bench(args) => commands::bench::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -199,7 +199,7 @@ fn context_size(
 /// The packed weights of `files` from qwenmk's cache. Packs them when the cached file is missing,
 /// and packs them again when it cannot be used (corrupt, truncated, another format version),
 /// saying so in one line.
-fn open_or_pack(
+pub(crate) fn open_or_pack(
     files: &ModelFiles,
     settings: &HubSettings,
     notice: &mut dyn FnMut(&str),

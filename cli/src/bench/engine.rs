@@ -1,0 +1,138 @@
+//! What `qwenmk bench` needs of an engine beyond [`Engine`]: going back to a depth after a
+//! timed run, and timing `n` decode steps the way the engine runs them best. The cpu and
+//! emulator engines are timed with the host clock around their steps; the gpu engine launches
+//! the steps back to back and times them with CUDA events.
+
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::engine::Engine;
+use crate::engine::cpu::CpuEngine;
+use crate::engine::emulator::EmulatorEngine;
+use crate::gpu::{GpuEngine, GpuInfo};
+
+/// `n` decode steps and the time they took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timed {
+    /// The token the last step chose.
+    pub last: u32,
+    pub seconds: f64,
+}
+
+pub trait BenchEngine: Engine {
+    /// Forgets the positions from `position` on (at most [`Engine::position`]).
+    fn truncate(&mut self, position: usize) -> Result<()>;
+
+    /// Decodes `n` tokens greedily from [`Engine::position`], `first` first, and times them.
+    fn decode_timed(&mut self, first: u32, n: usize) -> Result<Timed> {
+        let started = Instant::now();
+        let mut token = first;
+        for _ in 0..n {
+            token = self.step(token)?;
+        }
+        Ok(Timed {
+            last: token,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// How [`BenchEngine::decode_timed`] measures, for the report.
+    fn timer(&self) -> &'static str {
+        "host clock around the steps"
+    }
+
+    /// The GPU the engine runs on, if any.
+    fn gpu(&self) -> Option<&GpuInfo> {
+        None
+    }
+}
+
+impl BenchEngine for CpuEngine {
+    fn truncate(&mut self, position: usize) -> Result<()> {
+        CpuEngine::truncate(self, position)
+    }
+}
+
+impl BenchEngine for EmulatorEngine {
+    fn truncate(&mut self, position: usize) -> Result<()> {
+        EmulatorEngine::truncate(self, position)
+    }
+}
+
+impl BenchEngine for GpuEngine {
+    fn truncate(&mut self, position: usize) -> Result<()> {
+        GpuEngine::truncate(self, position)
+    }
+
+    fn decode_timed(&mut self, first: u32, n: usize) -> Result<Timed> {
+        let (last, seconds) = GpuEngine::decode_timed(self, first, n)?;
+        Ok(Timed { last, seconds })
+    }
+
+    fn timer(&self) -> &'static str {
+        "CUDA events around back-to-back launches"
+    }
+
+    fn gpu(&self) -> Option<&GpuInfo> {
+        Some(self.info())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use qwenmk_weights::PackedModel;
+    use qwenmk_weights::synthetic::{pack_random, tiny_config};
+
+    use super::*;
+
+    fn tiny_model() -> (tempfile::TempDir, Arc<PackedModel>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.qwenmk");
+        pack_random(&tiny_config(true), 3, &path, |_| {}).unwrap();
+        let model = PackedModel::open(&path).unwrap();
+        (dir, Arc::new(model))
+    }
+
+    /// Decoding from a truncated cache equals decoding from a fresh one filled with the same
+    /// prefix: what was past the truncation point is never read.
+    fn truncation_forgets_only_the_tail(engine: &mut dyn BenchEngine, fresh: &mut dyn BenchEngine) {
+        let prefix = [5u32, 17, 42, 99, 7, 250];
+        let tail = [1u32, 2, 3, 4, 5, 6, 7];
+        for &t in prefix.iter().chain(&tail) {
+            engine.step(t).unwrap();
+        }
+        engine.truncate(prefix.len()).unwrap();
+        assert_eq!(engine.position(), prefix.len());
+        let again = engine.decode_timed(11, 5).unwrap();
+        assert_eq!(engine.position(), prefix.len() + 5);
+
+        for &t in &prefix {
+            fresh.step(t).unwrap();
+        }
+        let expected = fresh.decode_timed(11, 5).unwrap();
+        assert_eq!(again.last, expected.last);
+        assert!(again.seconds > 0.0 && again.seconds.is_finite());
+
+        // Truncating forward is refused.
+        assert!(engine.truncate(engine.position() + 1).is_err());
+    }
+
+    #[test]
+    fn the_cpu_engine_truncates() {
+        let (_dir, model) = tiny_model();
+        let mut a = CpuEngine::new(model.clone(), 64).unwrap();
+        let mut b = CpuEngine::new(model, 64).unwrap();
+        truncation_forgets_only_the_tail(&mut a, &mut b);
+    }
+
+    #[test]
+    fn the_emulator_truncates() {
+        let (_dir, model) = tiny_model();
+        let mut a = EmulatorEngine::new(model.clone(), 64).unwrap();
+        let mut b = EmulatorEngine::new(model, 64).unwrap();
+        truncation_forgets_only_the_tail(&mut a, &mut b);
+    }
+}

@@ -1,0 +1,519 @@
+//! A bench run as data ([`Report`], which is also the JSON output) and its other renderings:
+//! a llama-bench-like Markdown table and CSV.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::peers::PeerRatio;
+use super::stats::DepthStats;
+use super::sweep::{DepthSamples, Skipped};
+
+/// qwenmk's version and the commit it was built from (`unknown` outside a git checkout).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("QWENMK_GIT_COMMIT");
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub qwenmk: Provenance,
+    /// UTC, ISO 8601.
+    pub date: String,
+    pub command: Vec<String>,
+    pub model: ModelReport,
+    pub engine: String,
+    pub timer: String,
+    /// `null` on the cpu and emulator engines.
+    pub gpu: Option<GpuReport>,
+    pub host: HostReport,
+    /// `null` when the engine has no known peak (cpu, emulator).
+    pub peak_bandwidth: Option<PeakBandwidth>,
+    pub settings: Settings,
+    pub results: Vec<DepthResult>,
+    pub skipped: Vec<Skipped>,
+    pub peers: Option<PeersReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Provenance {
+    pub version: String,
+    pub commit: String,
+}
+
+impl Provenance {
+    pub fn this_build() -> Self {
+        Provenance {
+            version: VERSION.to_owned(),
+            commit: COMMIT.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    /// The checkpoint as given (`Qwen/Qwen3-0.6B`, a directory) or `synthetic <config>`.
+    pub name: String,
+    /// Random weights of the config's shapes, with this seed.
+    pub synthetic_seed: Option<u64>,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub weight_bytes_per_token: u64,
+    /// Over all layers, keys and values, in the kernel's f32.
+    pub kv_bytes_per_position: u64,
+    pub kv_cache_dtype: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuReport {
+    pub name: String,
+    /// The NVIDIA kernel driver, where the OS tells it.
+    pub driver: Option<String>,
+    /// The CUDA version the driver implements.
+    pub cuda_driver: String,
+    pub compute_capability: String,
+    pub sm_count: u32,
+    pub memory_clock_mhz: f64,
+    pub memory_bus_width_bits: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub cpu: String,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeakBandwidth {
+    pub bytes_per_s: f64,
+    /// Where the figure comes from, e.g. "driver: memory clock 2619 MHz × 5120-bit bus × 2 (DDR)".
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Tokens decoded per timed run.
+    pub tokens: usize,
+    pub repetitions: usize,
+    pub warmup: usize,
+    /// Positions the KV cache was sized for: the deepest depth plus its run.
+    pub max_context: usize,
+    pub depths_requested: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DepthResult {
+    pub depth: usize,
+    pub tokens: usize,
+    /// Seconds for each repetition of `tokens` steps.
+    pub samples_s: Vec<f64>,
+    /// Each repetition's rate.
+    pub tokens_per_s: Vec<f64>,
+    pub tok_s_mean: f64,
+    /// Sample standard deviation; `null` for a single repetition.
+    pub tok_s_sd: Option<f64>,
+    pub us_per_token: f64,
+    pub weight_bytes_per_token: u64,
+    /// Mean KV-cache bytes a step of the run read (positions `depth + (tokens + 1) / 2`).
+    pub kv_bytes_per_token: u64,
+    pub bytes_per_token: u64,
+    pub gb_per_s: f64,
+    pub percent_of_peak: Option<f64>,
+    pub roofline_tok_s: Option<f64>,
+    /// qwenmk's ratio to each peer (empty without `--peers`).
+    pub peers: Vec<PeerRatio>,
+}
+
+impl DepthResult {
+    pub fn new(
+        samples: &DepthSamples,
+        tokens: usize,
+        stats: &DepthStats,
+        peers: Vec<PeerRatio>,
+    ) -> Self {
+        DepthResult {
+            depth: samples.depth,
+            tokens,
+            samples_s: samples.samples_s.clone(),
+            tokens_per_s: samples
+                .samples_s
+                .iter()
+                .map(|s| tokens as f64 / s)
+                .collect(),
+            tok_s_mean: stats.tok_s_mean,
+            tok_s_sd: stats.tok_s_sd,
+            us_per_token: stats.us_per_token,
+            weight_bytes_per_token: stats.bytes_per_token.weights,
+            kv_bytes_per_token: stats.bytes_per_token.kv,
+            bytes_per_token: stats.bytes_per_token.total(),
+            gb_per_s: stats.gb_per_s,
+            percent_of_peak: stats.percent_of_peak,
+            roofline_tok_s: stats.roofline_tok_s,
+            peers,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeersReport {
+    pub file: String,
+    pub gpu: Option<String>,
+    pub weights: Option<String>,
+    /// `(name, label)` of each peer, in column order.
+    pub columns: Vec<(String, String)>,
+}
+
+fn opt(value: Option<f64>, format: impl Fn(f64) -> String) -> String {
+    value.map_or_else(|| "n/a".to_owned(), format)
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        // Plain data with string keys: serialising cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    fn peer_columns(&self) -> &[(String, String)] {
+        self.peers.as_ref().map_or(&[], |p| p.columns.as_slice())
+    }
+
+    /// A table in the manner of llama-bench, then the context a reader needs: device, peak and
+    /// its source, the bytes-per-token formula, version and date.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let mut header = vec![
+            "model",
+            "engine",
+            "depth",
+            "n",
+            "tok/s",
+            "µs/token",
+            "GB/s",
+            "% peak",
+            "roofline tok/s",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        let mut align = vec![
+            ":--", ":--", "--:", "--:", "--:", "--:", "--:", "--:", "--:",
+        ];
+        for (_, label) in self.peer_columns() {
+            header.push(format!("vs {label}"));
+            align.push("--:");
+        }
+        let _ = writeln!(out, "| {} |", header.join(" | "));
+        let _ = writeln!(out, "|{}|", align.join("|"));
+        for r in &self.results {
+            let tok_s = match r.tok_s_sd {
+                Some(sd) => format!("{:.2} ± {:.2}", r.tok_s_mean, sd),
+                None => format!("{:.2}", r.tok_s_mean),
+            };
+            let mut row = vec![
+                self.model.name.clone(),
+                self.engine.clone(),
+                r.depth.to_string(),
+                r.tokens.to_string(),
+                tok_s,
+                format!("{:.1}", r.us_per_token),
+                format!("{:.1}", r.gb_per_s),
+                opt(r.percent_of_peak, |p| format!("{p:.1} %")),
+                opt(r.roofline_tok_s, |t| format!("{t:.0}")),
+            ];
+            for (name, _) in self.peer_columns() {
+                let ratio = r
+                    .peers
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .and_then(|p| p.ratio);
+                row.push(opt(ratio, |x| format!("{x:.2}×")));
+            }
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        out.push('\n');
+        let device = match &self.gpu {
+            Some(g) => format!(
+                "{} (compute {}, {} SMs), driver {} (CUDA {})",
+                g.name,
+                g.compute_capability,
+                g.sm_count,
+                g.driver.as_deref().unwrap_or("unknown"),
+                g.cuda_driver
+            ),
+            None => format!(
+                "none; host CPU {} ({} threads)",
+                self.host.cpu, self.host.threads
+            ),
+        };
+        let _ = writeln!(out, "GPU: {device}  ");
+        let peak = match &self.peak_bandwidth {
+            Some(p) => format!("{:.2} TB/s ({})", p.bytes_per_s / 1e12, p.source),
+            None => format!(
+                "n/a (no known peak bandwidth for the {} engine)",
+                self.engine
+            ),
+        };
+        let _ = writeln!(out, "Peak bandwidth: {peak}  ");
+        let _ = writeln!(
+            out,
+            "Bytes per token: {:.3} GB of weights + KV cache read, {:.0} KiB per position (f32 \
+             cache) × (depth + (n + 1) / 2) positions on average  ",
+            self.model.weight_bytes_per_token as f64 / 1e9,
+            self.model.kv_bytes_per_position as f64 / 1024.0
+        );
+        let _ = writeln!(
+            out,
+            "Timing: {}; tok/s is the mean ± sd of {} runs of {} tokens after {} warm-up \
+             tokens, each from the same depth  ",
+            self.timer, self.settings.repetitions, self.settings.tokens, self.settings.warmup
+        );
+        if let Some(p) = &self.peers {
+            let _ = writeln!(
+                out,
+                "Peers: {} (measured on {}; weights: {})  ",
+                p.file,
+                p.gpu.as_deref().unwrap_or("an unnamed GPU"),
+                p.weights.as_deref().unwrap_or("not stated")
+            );
+        }
+        for s in &self.skipped {
+            let _ = writeln!(out, "Skipped: {}  ", s.reason);
+        }
+        let _ = writeln!(
+            out,
+            "qwenmk {} ({}), {}",
+            self.qwenmk.version, self.qwenmk.commit, self.date
+        );
+        out
+    }
+
+    /// One header line, then one line per depth; missing values (peak on cpu) are empty.
+    pub fn to_csv(&self) -> String {
+        let mut header = [
+            "model",
+            "engine",
+            "gpu",
+            "depth",
+            "tokens",
+            "repetitions",
+            "tok_s_mean",
+            "tok_s_sd",
+            "us_per_token",
+            "bytes_per_token",
+            "gb_per_s",
+            "percent_of_peak",
+            "roofline_tok_s",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for (name, _) in self.peer_columns() {
+            header.push(format!("ratio_{name}"));
+        }
+        let mut out = header.join(",") + "\n";
+        let num = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x}"));
+        let gpu = self.gpu.as_ref().map_or("", |g| g.name.as_str());
+        for r in &self.results {
+            let mut row = vec![
+                csv_field(&self.model.name),
+                csv_field(&self.engine),
+                csv_field(gpu),
+                r.depth.to_string(),
+                r.tokens.to_string(),
+                r.samples_s.len().to_string(),
+                num(Some(r.tok_s_mean)),
+                num(r.tok_s_sd),
+                num(Some(r.us_per_token)),
+                r.bytes_per_token.to_string(),
+                num(Some(r.gb_per_s)),
+                num(r.percent_of_peak),
+                num(r.roofline_tok_s),
+            ];
+            for (name, _) in self.peer_columns() {
+                row.push(num(r
+                    .peers
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .and_then(|p| p.ratio)));
+            }
+            out += &row.join(",");
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Now, as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc_from_unix(secs)
+}
+
+fn utc_from_unix(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The host CPU's model name (Linux), else the architecture.
+pub fn host_cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::bench::peers::PeerRatio;
+
+    /// A report with made-up numbers of an H100-like shape (for rendering tests only; these
+    /// are not measurements).
+    pub(crate) fn sample_report(gpu: bool, peers: bool) -> Report {
+        let depths = [0usize, 128, 512, 1024, 4096, 8192, 16384, 32768];
+        let weights = 1_192_099_840u64;
+        let peak = gpu.then_some(3.352e12);
+        let results = depths
+            .iter()
+            .map(|&depth| {
+                let kv = (depth as u64 + 64) * 229_376;
+                let bytes = weights + kv;
+                let tok_s = 0.85 * 3.352e12 / bytes as f64;
+                let samples_s = vec![128.0 / tok_s, 128.0 / (tok_s * 1.01)];
+                let peers = if peers {
+                    vec![
+                        PeerRatio {
+                            name: "hf_eager".into(),
+                            label: "HF eager bf16".into(),
+                            tok_s_mean: Some(60.0),
+                            ratio: Some(tok_s / 60.0),
+                        },
+                        PeerRatio {
+                            name: "hf_compile".into(),
+                            label: "HF static cache + torch.compile".into(),
+                            tok_s_mean: Some(700.0 - depth as f64 / 100.0),
+                            ratio: Some(tok_s / 700.0),
+                        },
+                    ]
+                } else {
+                    Vec::new()
+                };
+                DepthResult {
+                    depth,
+                    tokens: 128,
+                    tokens_per_s: samples_s.iter().map(|s| 128.0 / s).collect(),
+                    samples_s,
+                    tok_s_mean: tok_s,
+                    tok_s_sd: Some(tok_s * 0.007),
+                    us_per_token: 1e6 / tok_s,
+                    weight_bytes_per_token: weights,
+                    kv_bytes_per_token: kv,
+                    bytes_per_token: bytes,
+                    gb_per_s: bytes as f64 * tok_s / 1e9,
+                    percent_of_peak: peak.map(|p| 100.0 * bytes as f64 * tok_s / p),
+                    roofline_tok_s: peak.map(|p| p / bytes as f64),
+                    peers,
+                }
+            })
+            .collect();
+        Report {
+            qwenmk: Provenance::this_build(),
+            date: utc_from_unix(0),
+            command: vec!["qwenmk".into(), "bench".into()],
+            model: ModelReport {
+                name: "Qwen3-0.6B (random weights)".into(),
+                synthetic_seed: Some(0),
+                layers: 28,
+                hidden_size: 1024,
+                vocab_size: 151_936,
+                weight_bytes_per_token: weights,
+                kv_bytes_per_position: 229_376,
+                kv_cache_dtype: "f32",
+            },
+            engine: if gpu { "gpu" } else { "cpu" }.into(),
+            timer: "test".into(),
+            gpu: gpu.then(|| GpuReport {
+                name: "NVIDIA H100 80GB HBM3".into(),
+                driver: Some("580.95.05".into()),
+                cuda_driver: "13.0".into(),
+                compute_capability: "9.0".into(),
+                sm_count: 132,
+                memory_clock_mhz: 2619.0,
+                memory_bus_width_bits: 5120,
+            }),
+            host: HostReport {
+                cpu: "test CPU".into(),
+                threads: 2,
+            },
+            peak_bandwidth: peak.map(|bytes_per_s| PeakBandwidth {
+                bytes_per_s,
+                source: "driver: memory clock 2619 MHz × 5120-bit bus × 2 (double data rate)"
+                    .into(),
+            }),
+            settings: Settings {
+                tokens: 128,
+                repetitions: 2,
+                warmup: 16,
+                max_context: 32_896,
+                depths_requested: depths.to_vec(),
+            },
+            results,
+            skipped: Vec::new(),
+            peers: peers.then(|| PeersReport {
+                file: "peers.json".into(),
+                gpu: Some("NVIDIA H100 80GB HBM3".into()),
+                weights: Some("random".into()),
+                columns: vec![
+                    ("hf_eager".into(), "HF eager bf16".into()),
+                    (
+                        "hf_compile".into(),
+                        "HF static cache + torch.compile".into(),
+                    ),
+                ],
+            }),
+        }
+    }
+
+    #[test]
+    fn dates_from_unix_seconds() {
+        assert_eq!(utc_from_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_from_unix(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_from_unix(1_780_000_000), "2026-05-28T20:26:40Z");
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("cpu"), "cpu");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

@@ -1,0 +1,297 @@
+//! The measurement: for each depth, fill the KV cache to it with real decode steps, warm up,
+//! then time `repetitions` runs of `tokens` decode steps, each from the same depth (the cache is
+//! truncated back after every run, so every repetition does the same work).
+
+use anyhow::{Context, Result, bail};
+
+use super::engine::BenchEngine;
+
+/// What to measure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepPlan {
+    /// Ascending, without duplicates; each fits: `depth + max(warmup, tokens) ≤ max_context`.
+    pub depths: Vec<usize>,
+    pub tokens: usize,
+    pub repetitions: usize,
+    pub warmup: usize,
+    /// Seeds the pseudo-random tokens that fill the cache.
+    pub seed: u64,
+}
+
+/// A depth that was asked for but does not fit, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    pub depth: usize,
+    pub reason: String,
+}
+
+impl SweepPlan {
+    /// Sorts and de-duplicates `requested` and keeps the depths that fit in `limit` positions
+    /// (the model's maximum context): a timed run from depth `d` uses positions
+    /// `d .. d + max(warmup, tokens)`. The rest are returned as skipped.
+    pub fn new(
+        requested: &[usize],
+        tokens: usize,
+        repetitions: usize,
+        warmup: usize,
+        seed: u64,
+        limit: usize,
+    ) -> Result<(SweepPlan, Vec<Skipped>)> {
+        if tokens == 0 {
+            bail!("-n must be at least 1");
+        }
+        if repetitions == 0 {
+            bail!("-r must be at least 1");
+        }
+        let mut depths = requested.to_vec();
+        depths.sort_unstable();
+        depths.dedup();
+        let span = warmup.max(tokens);
+        let (fit, skipped): (Vec<usize>, Vec<usize>) =
+            depths.into_iter().partition(|&d| d + span <= limit);
+        let skipped = skipped
+            .into_iter()
+            .map(|depth| Skipped {
+                depth,
+                reason: format!(
+                    "depth {depth} + {span} decoded tokens exceeds the model's context of \
+                     {limit} positions"
+                ),
+            })
+            .collect::<Vec<_>>();
+        if fit.is_empty() {
+            bail!(
+                "no depth fits: a depth plus {span} decoded tokens must be at most the model's \
+                 context of {limit} positions; lower --depth or -n"
+            );
+        }
+        let plan = SweepPlan {
+            depths: fit,
+            tokens,
+            repetitions,
+            warmup,
+            seed,
+        };
+        Ok((plan, skipped))
+    }
+
+    /// Positions the KV cache must hold: the deepest depth plus its timed run.
+    pub fn context_needed(&self) -> usize {
+        self.depths.last().copied().unwrap_or(0) + self.warmup.max(self.tokens)
+    }
+
+    /// Steps the whole sweep runs (for the progress bar).
+    pub fn total_steps(&self) -> u64 {
+        let fill = self.depths.last().copied().unwrap_or(0);
+        let per_depth = self.warmup + self.repetitions * self.tokens;
+        (fill + self.depths.len() * per_depth) as u64
+    }
+
+    /// The token fed at `position` while filling, and as the first of every timed run from
+    /// that depth: pseudo-random, the same for every run and engine.
+    pub fn token_at(&self, position: usize, vocab: usize) -> u32 {
+        let mut z = self
+            .seed
+            .wrapping_add((position as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z % vocab as u64) as u32
+    }
+}
+
+/// One depth's timed repetitions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthSamples {
+    pub depth: usize,
+    /// Seconds for each repetition of `tokens` steps.
+    pub samples_s: Vec<f64>,
+}
+
+/// What the sweep reports as it goes.
+pub enum Progress<'a> {
+    /// `stage` of `depth` began ("filling", "warm-up", "run 2/5").
+    Stage { depth: usize, stage: &'a str },
+    /// Steps done since the last report.
+    Steps(u64),
+}
+
+/// Runs `plan` on `engine`, whose cache must be empty and hold [`SweepPlan::context_needed`]
+/// positions.
+pub fn run(
+    engine: &mut dyn BenchEngine,
+    plan: &SweepPlan,
+    vocab: usize,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Vec<DepthSamples>> {
+    if engine.position() != 0 {
+        bail!("the bench needs an empty KV cache; this is a qwenmk bug");
+    }
+    if engine.max_context() < plan.context_needed() {
+        bail!(
+            "the KV cache holds {} positions but the sweep needs {}; this is a qwenmk bug",
+            engine.max_context(),
+            plan.context_needed()
+        );
+    }
+    let mut results = Vec::with_capacity(plan.depths.len());
+    for &depth in &plan.depths {
+        // 1. Fill: real decode steps through the same kernel, pseudo-random tokens.
+        progress(Progress::Stage {
+            depth,
+            stage: "filling",
+        });
+        while engine.position() < depth {
+            let position = engine.position();
+            engine
+                .step(plan.token_at(position, vocab))
+                .with_context(|| format!("filling the KV cache at position {position}"))?;
+            progress(Progress::Steps(1));
+        }
+        let first = plan.token_at(depth, vocab);
+
+        // 2. Warm-up, on the timed path, then back to the depth.
+        if plan.warmup > 0 {
+            progress(Progress::Stage {
+                depth,
+                stage: "warm-up",
+            });
+            engine
+                .decode_timed(first, plan.warmup)
+                .with_context(|| format!("warming up at depth {depth}"))?;
+            engine.truncate(depth)?;
+            progress(Progress::Steps(plan.warmup as u64));
+        }
+
+        // 3. The timed runs, each from `depth`.
+        let mut samples_s = Vec::with_capacity(plan.repetitions);
+        for run in 0..plan.repetitions {
+            let stage = format!("run {}/{}", run + 1, plan.repetitions);
+            progress(Progress::Stage {
+                depth,
+                stage: &stage,
+            });
+            let timed = engine
+                .decode_timed(first, plan.tokens)
+                .with_context(|| format!("decoding at depth {depth}"))?;
+            engine.truncate(depth)?;
+            if !(timed.seconds.is_finite() && timed.seconds > 0.0) {
+                bail!(
+                    "the timer gave {} s for {} steps at depth {depth}",
+                    timed.seconds,
+                    plan.tokens
+                );
+            }
+            samples_s.push(timed.seconds);
+            progress(Progress::Steps(plan.tokens as u64));
+        }
+        results.push(DepthSamples { depth, samples_s });
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::engine::Timed;
+    use super::*;
+    use crate::engine::Engine;
+
+    /// An engine that only counts: every step takes "1 ms" and returns position + 1.
+    struct Counting {
+        position: usize,
+        max: usize,
+        steps: usize,
+        positions_timed: Vec<usize>,
+    }
+
+    impl Engine for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn max_context(&self) -> usize {
+            self.max
+        }
+        fn position(&self) -> usize {
+            self.position
+        }
+        fn step(&mut self, _token: u32) -> Result<u32> {
+            if self.position >= self.max {
+                bail!("full");
+            }
+            self.position += 1;
+            self.steps += 1;
+            Ok(self.position as u32)
+        }
+    }
+
+    impl BenchEngine for Counting {
+        fn truncate(&mut self, position: usize) -> Result<()> {
+            assert!(position <= self.position);
+            self.position = position;
+            Ok(())
+        }
+        fn decode_timed(&mut self, first: u32, n: usize) -> Result<Timed> {
+            self.positions_timed.push(self.position);
+            let mut t = first;
+            for _ in 0..n {
+                t = self.step(t)?;
+            }
+            Ok(Timed {
+                last: t,
+                seconds: n as f64 * 1e-3,
+            })
+        }
+    }
+
+    #[test]
+    fn depths_are_sorted_deduplicated_and_checked_against_the_context() {
+        let (plan, skipped) =
+            SweepPlan::new(&[128, 0, 32, 32, 1000, 200], 8, 2, 4, 0, 136).unwrap();
+        assert_eq!(plan.depths, vec![0, 32, 128]);
+        assert_eq!(
+            skipped.iter().map(|s| s.depth).collect::<Vec<_>>(),
+            vec![200, 1000]
+        );
+        assert!(skipped[0].reason.contains("136 positions"), "{skipped:?}");
+        assert_eq!(plan.context_needed(), 136);
+        assert!(SweepPlan::new(&[200], 8, 2, 4, 0, 100).is_err());
+        assert!(SweepPlan::new(&[0], 0, 2, 4, 0, 100).is_err());
+        assert!(SweepPlan::new(&[0], 1, 0, 4, 0, 100).is_err());
+    }
+
+    #[test]
+    fn every_run_starts_at_its_depth_and_steps_add_up() {
+        let (plan, _) = SweepPlan::new(&[0, 5, 20], 3, 2, 4, 9, 64).unwrap();
+        let mut engine = Counting {
+            position: 0,
+            max: plan.context_needed(),
+            steps: 0,
+            positions_timed: Vec::new(),
+        };
+        let mut reported = 0;
+        let results = run(&mut engine, &plan, 100, &mut |p| {
+            if let Progress::Steps(n) = p {
+                reported += n;
+            }
+        })
+        .unwrap();
+        assert_eq!(results.len(), 3);
+        for (r, depth) in results.iter().zip([0, 5, 20]) {
+            assert_eq!(r.depth, depth);
+            assert_eq!(r.samples_s, vec![3e-3, 3e-3]);
+        }
+        // Warm-up then two runs per depth, each from the depth itself.
+        assert_eq!(engine.positions_timed, vec![0, 0, 0, 5, 5, 5, 20, 20, 20]);
+        assert_eq!(engine.steps as u64, plan.total_steps());
+        assert_eq!(reported, plan.total_steps());
+    }
+
+    #[test]
+    fn fill_tokens_are_in_the_vocabulary_and_reproducible() {
+        let (plan, _) = SweepPlan::new(&[0], 1, 1, 0, 42, 10).unwrap();
+        let tokens: Vec<u32> = (0..1000).map(|p| plan.token_at(p, 300)).collect();
+        assert!(tokens.iter().all(|&t| t < 300));
+        assert!(tokens.windows(2).any(|w| w[0] != w[1]));
+        assert_eq!(tokens[17], plan.token_at(17, 300));
+    }
+}

@@ -1,0 +1,391 @@
+//! `qwenmk bench` end to end on the cpu and emulator engines with tiny checkpoints: the output
+//! formats, every depth and sample present, numbers finite, depths beyond the context skipped,
+//! the plot and the peers merge. No timing is asserted.
+
+mod common;
+
+use common::{Sandbox, assert_success, stderr, stdout};
+use serde_json::Value;
+
+fn bench_json(sandbox: &Sandbox, args: &[&str]) -> (Value, String) {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let output = sandbox.qwenmk(&all);
+    let err = assert_success(&output);
+    let json = serde_json::from_str(&stdout(&output)).expect("stdout is one JSON document");
+    (json, err)
+}
+
+fn positive(value: &Value, what: &str) -> f64 {
+    let x = value
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {value}"));
+    assert!(x.is_finite() && x > 0.0, "{what} = {x}");
+    x
+}
+
+fn depths(json: &Value) -> Vec<u64> {
+    json["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["depth"].as_u64().expect("depth"))
+        .collect()
+}
+
+#[test]
+fn cpu_json_has_every_depth_and_sample() {
+    let sandbox = Sandbox::new();
+    let model = sandbox.copy_fixture("tiny-gqa2");
+    let model = model.to_str().unwrap();
+    let (json, err) = bench_json(
+        &sandbox,
+        &[
+            "-m", model, "--device", "cpu", "--depth", "0,16,48", "-n", "4", "-r", "2",
+        ],
+    );
+    assert!(err.contains("KV cache of 52 positions"), "{err}");
+    assert_eq!(depths(&json), vec![0, 16, 48]);
+    assert_eq!(json["engine"], "cpu");
+    assert_eq!(json["gpu"], Value::Null);
+    assert_eq!(json["peak_bandwidth"], Value::Null);
+    assert_eq!(json["model"]["kv_cache_dtype"], "f32");
+    assert_eq!(json["model"]["name"], model);
+    assert_eq!(json["settings"]["tokens"], 4);
+    assert_eq!(json["settings"]["repetitions"], 2);
+    assert_eq!(json["settings"]["max_context"], 52);
+    assert!(!json["qwenmk"]["version"].as_str().unwrap().is_empty());
+    assert!(!json["qwenmk"]["commit"].as_str().unwrap().is_empty());
+    assert!(json["date"].as_str().unwrap().ends_with('Z'));
+    let weights = positive(&json["model"]["weight_bytes_per_token"], "weight bytes");
+    let mut previous_kv = 0.0;
+    for r in json["results"].as_array().unwrap() {
+        let samples = r["samples_s"].as_array().unwrap();
+        assert_eq!(samples.len(), 2, "{r}");
+        assert_eq!(r["tokens_per_s"].as_array().unwrap().len(), 2);
+        for s in samples.iter().chain(r["tokens_per_s"].as_array().unwrap()) {
+            positive(s, "a sample");
+        }
+        for field in ["tok_s_mean", "tok_s_sd", "us_per_token", "gb_per_s"] {
+            let x = r[field].as_f64().unwrap_or_else(|| panic!("{field}: {r}"));
+            assert!(x.is_finite() && x >= 0.0, "{field} = {x}");
+        }
+        positive(&r["tok_s_mean"], "tok/s");
+        assert_eq!(r["percent_of_peak"], Value::Null);
+        assert_eq!(r["roofline_tok_s"], Value::Null);
+        // Bytes per token: the weights plus a KV read that grows with the depth.
+        let kv = positive(&r["kv_bytes_per_token"], "kv bytes");
+        assert!(kv > previous_kv);
+        previous_kv = kv;
+        assert_eq!(
+            r["bytes_per_token"].as_f64().unwrap(),
+            weights + kv,
+            "bytes per token = weights + KV"
+        );
+    }
+}
+
+#[test]
+fn markdown_has_a_header_and_one_row_per_depth() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.qwenmk(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "--device",
+        "cpu",
+        "--depth",
+        "0,8,32",
+        "-n",
+        "3",
+        "-r",
+        "2",
+    ]);
+    assert_success(&output);
+    let text = stdout(&output);
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(rows.len(), 2 + 3, "header, separator, 3 depths:\n{text}");
+    let cells = |row: &str| row.trim_matches('|').split('|').count();
+    assert!(rows[0].contains("tok/s") && rows[0].contains("% peak"));
+    assert!(rows[0].contains("roofline tok/s") && rows[0].contains("GB/s"));
+    assert!(rows[1].contains("--:"));
+    for (row, depth) in rows[2..].iter().zip(["0", "8", "32"]) {
+        assert_eq!(cells(row), cells(rows[0]), "{row}");
+        let fields: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(fields[1], "cpu");
+        assert_eq!(fields[2], depth);
+        assert_eq!(fields[3], "3");
+        assert!(fields[4].contains('±'), "{row}");
+        assert_eq!(fields[7], "n/a", "no peak on the cpu: {row}");
+    }
+    assert!(text.contains("Peak bandwidth: n/a"), "{text}");
+    assert!(
+        text.contains("f32"),
+        "the report says the KV cache is f32:\n{text}"
+    );
+}
+
+#[test]
+fn csv_has_the_same_columns_on_every_line() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.qwenmk(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "--device",
+        "cpu",
+        "--depth",
+        "4,0",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-o",
+        "csv",
+    ]);
+    assert_success(&output);
+    let text = stdout(&output);
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let header = &lines[0];
+    let column = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    for line in &lines[1..] {
+        assert_eq!(line.len(), header.len(), "{text}");
+        let tok_s: f64 = line[column("tok_s_mean")].parse().unwrap();
+        assert!(tok_s.is_finite() && tok_s > 0.0);
+        assert_eq!(line[column("percent_of_peak")], "");
+        assert_eq!(line[column("engine")], "cpu");
+    }
+    // Depths come out sorted.
+    assert_eq!(lines[1][column("depth")], "0");
+    assert_eq!(lines[2][column("depth")], "4");
+}
+
+#[test]
+fn the_emulator_runs_the_kernel_path() {
+    let sandbox = Sandbox::new();
+    let (json, err) = bench_json(
+        &sandbox,
+        &[
+            "--synthetic",
+            "tiny",
+            "--device",
+            "emulator",
+            "--depth",
+            "0,8",
+            "-n",
+            "2",
+            "-r",
+            "2",
+        ],
+    );
+    assert!(err.contains("generating random weights"), "{err}");
+    assert_eq!(json["engine"], "emulator");
+    assert_eq!(json["model"]["synthetic_seed"], 0);
+    assert_eq!(depths(&json), vec![0, 8]);
+    for r in json["results"].as_array().unwrap() {
+        assert_eq!(r["samples_s"].as_array().unwrap().len(), 2);
+        positive(&r["tok_s_mean"], "tok/s");
+    }
+    // The random weights are packed once and reused.
+    let again = sandbox.qwenmk(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "--device",
+        "emulator",
+        "--depth",
+        "0",
+        "-n",
+        "1",
+        "-r",
+        "1",
+    ]);
+    let err = assert_success(&again);
+    assert!(!err.contains("generating"), "{err}");
+}
+
+#[test]
+fn depths_beyond_the_context_are_skipped_with_a_notice() {
+    let sandbox = Sandbox::new();
+    // The tiny config holds 256 positions.
+    let (json, err) = bench_json(
+        &sandbox,
+        &[
+            "--synthetic",
+            "tiny",
+            "--device",
+            "cpu",
+            "--depth",
+            "0,250,4096",
+            "-n",
+            "8",
+            "-r",
+            "1",
+        ],
+    );
+    assert!(
+        err.contains("skipping depth 250") && err.contains("skipping depth 4096"),
+        "{err}"
+    );
+    assert_eq!(depths(&json), vec![0]);
+    let skipped: Vec<u64> = json["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["depth"].as_u64().unwrap())
+        .collect();
+    assert_eq!(skipped, vec![250, 4096]);
+
+    // When nothing fits, it is an error.
+    let output = sandbox.qwenmk(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "--device",
+        "cpu",
+        "--depth",
+        "300",
+        "-n",
+        "2",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("no depth fits"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn the_plot_is_an_svg() {
+    let sandbox = Sandbox::new();
+    let plot = sandbox.hf_home().join("bench.svg");
+    let output = sandbox.qwenmk(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "--device",
+        "cpu",
+        "--depth",
+        "0,8",
+        "-n",
+        "2",
+        "-r",
+        "2",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let err = assert_success(&output);
+    assert!(err.contains("plot written"), "{err}");
+    let svg = std::fs::read_to_string(&plot).expect("the plot was written");
+    assert!(svg.contains("<svg"), "{}", &svg[..svg.len().min(200)]);
+    assert!(svg.contains("tokens / s") && svg.contains("KV-cache depth"));
+}
+
+#[test]
+fn peers_add_ratio_columns() {
+    let sandbox = Sandbox::new();
+    let peers = sandbox.hf_home().join("peers.json");
+    std::fs::write(
+        &peers,
+        r#"{"gpu": "NVIDIA H100 80GB HBM3", "tokens": 2, "weights": "random (hand-written test)",
+            "peers": [
+              {"name": "hf_eager", "label": "HF eager bf16",
+               "results": [{"depth": 0, "tok_s_mean": 0.5}, {"depth": 8, "tok_s_mean": 0.25}]},
+              {"name": "hf_compile", "label": "HF compiled",
+               "results": [{"depth": 0, "tok_s_mean": 2.0}]}
+            ]}"#,
+    )
+    .unwrap();
+    let peers = peers.to_str().unwrap();
+    let common = [
+        "--synthetic",
+        "tiny",
+        "--device",
+        "cpu",
+        "--depth",
+        "0,8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--peers",
+        peers,
+    ];
+    let (json, _) = bench_json(&sandbox, &common);
+    for r in json["results"].as_array().unwrap() {
+        let ours = r["tok_s_mean"].as_f64().unwrap();
+        let ratios = r["peers"].as_array().unwrap();
+        assert_eq!(ratios.len(), 2);
+        assert_eq!(ratios[0]["name"], "hf_eager");
+        let theirs = if r["depth"] == 0 { 0.5 } else { 0.25 };
+        let ratio = ratios[0]["ratio"].as_f64().unwrap();
+        assert!((ratio - ours / theirs).abs() < 1e-9 * ratio, "{r}");
+        if r["depth"] == 8 {
+            assert_eq!(ratios[1]["ratio"], Value::Null, "no peer result at depth 8");
+        }
+    }
+    assert_eq!(json["peers"]["gpu"], "NVIDIA H100 80GB HBM3");
+
+    let mut md_args = vec!["bench"];
+    md_args.extend_from_slice(&common);
+    let output = sandbox.qwenmk(&md_args);
+    assert_success(&output);
+    let text = stdout(&output);
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+    assert!(
+        rows[0].contains("vs HF eager bf16") && rows[0].contains("vs HF compiled"),
+        "{text}"
+    );
+    assert!(
+        rows[2].contains('×') && rows[3].ends_with("n/a |"),
+        "{text}"
+    );
+
+    md_args.extend_from_slice(&["-o", "csv"]);
+    let output = sandbox.qwenmk(&md_args);
+    assert_success(&output);
+    let text = stdout(&output);
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.ends_with("ratio_hf_eager,ratio_hf_compile"),
+        "{header}"
+    );
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_sentence() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.qwenmk(&["bench", "--synthetic", "tiny", "--device", "cpu", "-n", "0"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("-n must be at least 1"));
+    let output = sandbox.qwenmk(&["bench", "--synthetic", "-m", "Qwen/Qwen3-0.6B"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("cannot be used with"),
+        "{}",
+        stderr(&output)
+    );
+    let output = sandbox.qwenmk(&["bench", "--synthetic", "nowhere/config.json"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--synthetic nowhere/config.json"));
+    let peers = sandbox.hf_home().join("bad.json");
+    std::fs::write(&peers, "{}").unwrap();
+    let output = sandbox.qwenmk(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "--device",
+        "cpu",
+        "--peers",
+        peers.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("not a peers file"),
+        "{}",
+        stderr(&output)
+    );
+}
