@@ -4,6 +4,7 @@
 //! `run(args) -> anyhow::Result<()>` plus a one-line summary for the help text.
 
 mod fixtures;
+mod peers;
 mod ptx;
 
 use anyhow::bail;
@@ -21,6 +22,11 @@ const COMMANDS: &[Command] = &[
         name: "fixtures",
         summary: fixtures::SUMMARY,
         run: fixtures::run,
+    },
+    Command {
+        name: "peers",
+        summary: peers::SUMMARY,
+        run: peers::run,
     },
     Command {
         name: "ptx",
