@@ -96,8 +96,9 @@ fn draw_throughput(report: &Report, area: &Area<'_>, x_caption: bool) -> DrawRes
             top = top.max(p.tok_s_mean.unwrap_or(0.0));
         }
     }
+    // Headroom above the highest point for its label and the legend.
     let top = if top > 0.0 && top.is_finite() {
-        top * 1.15
+        top * 1.35
     } else {
         1.0
     };

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::peers::PeerRatio;
 use super::stats::DepthStats;
 use super::sweep::{DepthSamples, Skipped};
+use crate::commands::pack::human_bytes;
 
 /// qwenmk's version and the commit it was built from (`unknown` outside a git checkout).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -215,7 +216,7 @@ impl Report {
                 r.tokens.to_string(),
                 tok_s,
                 format!("{:.1}", r.us_per_token),
-                format!("{:.1}", r.gb_per_s),
+                significant(r.gb_per_s),
                 opt(r.percent_of_peak, |p| format!("{p:.1} %")),
                 opt(r.roofline_tok_s, |t| format!("{t:.0}")),
             ];
@@ -255,16 +256,19 @@ impl Report {
         let _ = writeln!(out, "Peak bandwidth: {peak}  ");
         let _ = writeln!(
             out,
-            "Bytes per token: {:.3} GB of weights + KV cache read, {:.0} KiB per position (f32 \
-             cache) × (depth + (n + 1) / 2) positions on average  ",
-            self.model.weight_bytes_per_token as f64 / 1e9,
-            self.model.kv_bytes_per_position as f64 / 1024.0
+            "Bytes per token: {} of weights + the KV cache read, {} per position (f32 cache) \
+             × (depth + (n + 1) / 2) positions on average; roofline = peak ÷ bytes per token  ",
+            human_bytes(self.model.weight_bytes_per_token),
+            human_bytes(self.model.kv_bytes_per_position)
         );
         let _ = writeln!(
             out,
-            "Timing: {}; tok/s is the mean ± sd of {} runs of {} tokens after {} warm-up \
-             tokens, each from the same depth  ",
-            self.timer, self.settings.repetitions, self.settings.tokens, self.settings.warmup
+            "Timing: {}; tok/s is the mean ± sd of {} of {} after {} at each depth, every run \
+             from the same depth  ",
+            self.timer,
+            count(self.settings.repetitions, "run"),
+            count(self.settings.tokens, "token"),
+            count(self.settings.warmup, "warm-up step")
         );
         if let Some(p) = &self.peers {
             let _ = writeln!(
@@ -339,6 +343,24 @@ impl Report {
         }
         out
     }
+}
+
+/// `1 run`, `5 runs`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Three significant digits at most, and no fewer than one decimal: 3115.5, 13.5, 0.0036.
+fn significant(x: f64) -> String {
+    if !x.is_finite() || x == 0.0 || x.abs() >= 10.0 {
+        return format!("{x:.1}");
+    }
+    let decimals = (2 - x.abs().log10().floor() as i32).max(1) as usize;
+    format!("{x:.decimals$}")
 }
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
@@ -508,6 +530,37 @@ pub(crate) mod tests {
         assert_eq!(utc_from_unix(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc_from_unix(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_from_unix(1_780_000_000), "2026-05-28T20:26:40Z");
+    }
+
+    #[test]
+    fn numbers_keep_three_significant_digits() {
+        assert_eq!(significant(3115.46), "3115.5");
+        assert_eq!(significant(13.54), "13.5");
+        assert_eq!(significant(1.2345), "1.23");
+        assert_eq!(significant(0.003564), "0.00356");
+        assert_eq!(significant(0.0), "0.0");
+        assert_eq!(count(1, "run"), "1 run");
+        assert_eq!(count(5, "run"), "5 runs");
+    }
+
+    #[test]
+    fn markdown_and_csv_carry_the_same_rows() {
+        let report = sample_report(true, true);
+        let md = report.to_markdown();
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 2 + report.results.len());
+        assert!(rows[0].ends_with("| vs HF eager bf16 | vs HF static cache + torch.compile |"));
+        assert!(md.contains("3.35 TB/s (driver: memory clock 2619 MHz × 5120-bit bus"));
+        assert!(md.contains("NVIDIA H100 80GB HBM3 (compute 9.0, 132 SMs), driver 580.95.05"));
+        let csv = report.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 1 + report.results.len());
+        let width = lines[0].split(',').count();
+        assert!(lines.iter().all(|l| l.split(',').count() == width), "{csv}");
+        assert!(lines[1].contains("NVIDIA H100 80GB HBM3"));
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["results"][7]["depth"], 32768);
+        assert_eq!(json["gpu"]["driver"], "580.95.05");
     }
 
     #[test]

@@ -202,15 +202,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .collect(),
         }),
     };
-    if let (Some((_, file)), Some(gpu)) = (&peers, &gpu)
+    if let Some((_, file)) = &peers
         && let Some(theirs) = file.gpu.as_deref()
-        && theirs != gpu.name
     {
-        notice(&format!(
-            "the peers were measured on {theirs}, this run is on {}: the ratios compare \
-             different GPUs",
-            gpu.name
-        ));
+        let ours = gpu.as_ref().map_or_else(
+            || format!("the {} engine", report.engine),
+            |g| g.name.clone(),
+        );
+        if gpu.as_ref().is_none_or(|g| g.name != theirs) {
+            notice(&format!(
+                "the peers were measured on {theirs}, this run is on {ours}: the ratios compare \
+                 different machines"
+            ));
+        }
     }
     if let Some((_, file)) = &peers
         && let Some(tokens) = file.tokens
