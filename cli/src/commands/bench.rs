@@ -31,7 +31,7 @@ use crate::commands::generate::open_or_pack;
 use crate::engine::check_device;
 use crate::engine::cpu::CpuEngine;
 use crate::engine::emulator::EmulatorEngine;
-use crate::gpu::{self, GpuEngine, GpuInfo};
+use crate::gpu::{self, GpuEngine, GpuInfo, GpuUnavailable};
 use crate::hub::{HubSettings, ModelFiles};
 
 /// Qwen3-0.6B's published config.json: the shapes `--synthetic` uses by default.
@@ -114,7 +114,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let (plan, skipped) = plan;
     notice(&format!(
-        "{}: KV cache of {} positions (depth {} + {} tokens), {} run{} of {} tokens at depth{} {}",
+        "{}: KV cache of {} positions (depth {} + {} steps), {} run{} of {} tokens at depth{} {}",
         engine.name(),
         plan.context_needed(),
         plan.depths.last().copied().unwrap_or(0),
@@ -141,90 +141,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let samples = samples?;
 
     // 6. The report.
-    let gpu = engine.gpu().cloned();
-    let peak = gpu.as_ref().map(peak_bandwidth);
-    let results = samples
-        .iter()
-        .map(|s| {
-            let bytes = BytesPerToken::at(&config, s.depth, plan.tokens);
-            let stats = DepthStats::new(
-                &s.samples_s,
-                plan.tokens,
-                bytes,
-                peak.as_ref().map(|p| p.bytes_per_s),
-            );
-            let ratios = peers
-                .as_ref()
-                .map(|(_, file)| file.ratios(s.depth, stats.tok_s_mean))
-                .unwrap_or_default();
-            DepthResult::new(s, plan.tokens, &stats, ratios)
-        })
-        .collect();
-    let report = Report {
-        qwenmk: Provenance::this_build(),
-        date: utc_now(),
-        command: std::env::args().collect(),
-        model: ModelReport {
-            name: source.name(),
-            synthetic_seed: source.is_synthetic().then_some(args.seed),
-            layers: config.num_hidden_layers,
-            hidden_size: config.hidden_size,
-            vocab_size: config.vocab_size,
-            weight_bytes_per_token: config.weight_bytes_per_token(),
-            kv_bytes_per_position: kv_bytes_per_position(&config),
-            kv_cache_dtype: "f32",
-        },
-        engine: engine.name().to_owned(),
-        timer: engine.timer().to_owned(),
-        gpu: gpu.as_ref().map(gpu_report),
-        host: HostReport {
-            cpu: host_cpu(),
-            threads: rayon::current_num_threads(),
-        },
-        peak_bandwidth: peak,
-        settings: Settings {
-            tokens: plan.tokens,
-            repetitions: plan.repetitions,
-            warmup: plan.warmup,
-            max_context: engine.max_context(),
-            depths_requested: requested_depths(args, &kind),
-        },
-        results,
+    let report = build_report(
+        args,
+        &source,
+        &config,
+        engine.as_ref(),
+        &kind,
+        &plan,
+        &samples,
         skipped,
-        peers: peers.as_ref().map(|(path, file)| PeersReport {
-            file: path.display().to_string(),
-            gpu: file.gpu.clone(),
-            weights: file.weights.clone(),
-            columns: file
-                .peers
-                .iter()
-                .map(|p| (p.name.clone(), p.label.clone()))
-                .collect(),
-        }),
-    };
-    if let Some((_, file)) = &peers
-        && let Some(theirs) = file.gpu.as_deref()
-    {
-        let ours = gpu.as_ref().map_or_else(
-            || format!("the {} engine", report.engine),
-            |g| g.name.clone(),
-        );
-        if gpu.as_ref().is_none_or(|g| g.name != theirs) {
-            notice(&format!(
-                "the peers were measured on {theirs}, this run is on {ours}: the ratios compare \
-                 different machines"
-            ));
-        }
-    }
-    if let Some((_, file)) = &peers
-        && let Some(tokens) = file.tokens
-        && tokens != plan.tokens
-    {
-        notice(&format!(
-            "the peers decoded {tokens} tokens per run, this run {}: the average depth differs \
-             a little",
-            plan.tokens
-        ));
+        peers.as_ref(),
+    );
+    if let Some((_, file)) = &peers {
+        warn_about_peers(file, &report, &mut notice);
     }
 
     let text = match args.output {
@@ -250,6 +179,104 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The run as a [`Report`]: one row per depth with its statistics and peer ratios.
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    args: &BenchArgs,
+    source: &ModelChoice,
+    config: &ModelConfig,
+    engine: &dyn BenchEngine,
+    kind: &Kind,
+    plan: &SweepPlan,
+    samples: &[sweep::DepthSamples],
+    skipped: Vec<sweep::Skipped>,
+    peers: Option<&(PathBuf, PeersFile)>,
+) -> Report {
+    let gpu = engine.gpu();
+    let peak = gpu.map(peak_bandwidth);
+    let results = samples
+        .iter()
+        .map(|s| {
+            let bytes = BytesPerToken::at(config, s.depth, plan.tokens);
+            let stats = DepthStats::new(
+                &s.samples_s,
+                plan.tokens,
+                bytes,
+                peak.as_ref().map(|p| p.bytes_per_s),
+            );
+            let ratios = peers
+                .map(|(_, file)| file.ratios(s.depth, stats.tok_s_mean))
+                .unwrap_or_default();
+            DepthResult::new(s, plan.tokens, &stats, ratios)
+        })
+        .collect();
+    Report {
+        qwenmk: Provenance::this_build(),
+        date: utc_now(),
+        command: std::env::args().collect(),
+        model: ModelReport {
+            name: source.name(),
+            synthetic_seed: source.is_synthetic().then_some(args.seed),
+            layers: config.num_hidden_layers,
+            hidden_size: config.hidden_size,
+            vocab_size: config.vocab_size,
+            weight_bytes_per_token: config.weight_bytes_per_token(),
+            kv_bytes_per_position: kv_bytes_per_position(config),
+            kv_cache_dtype: "f32",
+        },
+        engine: engine.name().to_owned(),
+        timer: engine.timer().to_owned(),
+        gpu: gpu.map(gpu_report),
+        host: HostReport {
+            cpu: host_cpu(),
+            threads: rayon::current_num_threads(),
+        },
+        peak_bandwidth: peak,
+        settings: Settings {
+            tokens: plan.tokens,
+            repetitions: plan.repetitions,
+            warmup: plan.warmup,
+            max_context: engine.max_context(),
+            depths_requested: requested_depths(args, kind),
+        },
+        results,
+        skipped,
+        peers: peers.map(|(path, file)| PeersReport {
+            file: path.display().to_string(),
+            gpu: file.gpu.clone(),
+            weights: file.weights.clone(),
+            columns: file
+                .peers
+                .iter()
+                .map(|p| (p.name.clone(), p.label.clone()))
+                .collect(),
+        }),
+    }
+}
+
+/// Says when the peers' ratios compare unlike things: another machine, another run length.
+fn warn_about_peers(file: &PeersFile, report: &Report, notice: &mut dyn FnMut(&str)) {
+    let ours = report.gpu.as_ref().map(|g| g.name.as_str());
+    if let Some(theirs) = file.gpu.as_deref()
+        && ours != Some(theirs)
+    {
+        let ours = ours.map_or_else(|| format!("the {} engine", report.engine), str::to_owned);
+        notice(&format!(
+            "the peers were measured on {theirs}, this run is on {ours}: the ratios compare \
+             different machines"
+        ));
+    }
+    if let Some(tokens) = file.tokens
+        && tokens != report.settings.tokens
+    {
+        notice(&format!(
+            "the peers decoded {tokens} tokens per run, this run {}: the average depth differs \
+             a little",
+            report.settings.tokens
+        ));
+    }
+}
+
 /// `auto` → the GPU when one can run the kernels, else the CPU with a notice (as `generate`).
 fn resolve_kind(device: Device, notice: &mut dyn FnMut(&str)) -> Result<Kind> {
     Ok(match device {
@@ -270,6 +297,10 @@ fn resolve_kind(device: Device, notice: &mut dyn FnMut(&str)) -> Result<Kind> {
                 Kind::Cpu
             }
             Err(why) => {
+                let why = match why {
+                    GpuUnavailable::NoDriver => "no CUDA driver was found".to_owned(),
+                    GpuUnavailable::NoDevice(why) => why,
+                };
                 notice(&format!("no usable GPU ({why}); running on the CPU"));
                 Kind::Cpu
             }
