@@ -107,12 +107,7 @@ impl CpuEngine {
     /// Forgets the positions from `position` on: the next token goes to `position`, and what
     /// came before stays in the cache (`qwenmk bench` decodes from the same depth again).
     pub fn truncate(&mut self, position: usize) -> Result<()> {
-        if position > self.position {
-            bail!(
-                "cannot truncate to position {position}: the cache holds {} positions",
-                self.position
-            );
-        }
+        super::ensure_can_truncate(position, self.position)?;
         let kv_dim = self.model.config().kv_dim();
         for layer in &mut self.cache {
             layer.keys.truncate(position * kv_dim);

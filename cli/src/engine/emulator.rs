@@ -121,12 +121,7 @@ impl EmulatorEngine {
     /// Forgets the positions from `position` on: the next step writes its key and value at
     /// `position` and attends over `0..=position`, so later entries are never read.
     pub fn truncate(&mut self, position: usize) -> Result<()> {
-        if position > self.position {
-            bail!(
-                "cannot truncate to position {position}: the cache holds {} positions",
-                self.position
-            );
-        }
+        super::ensure_can_truncate(position, self.position)?;
         self.position = position;
         Ok(())
     }

@@ -48,6 +48,15 @@ pub fn ensure_room(position: usize, max_context: usize, model_max: usize) -> Res
     Ok(())
 }
 
+/// Fails when an engine holding `held` positions is asked to truncate to `position`: only
+/// going back is possible.
+pub fn ensure_can_truncate(position: usize, held: usize) -> Result<()> {
+    if position > held {
+        bail!("cannot truncate to position {position}: the cache holds {held} positions");
+    }
+    Ok(())
+}
+
 /// How many positions the KV cache should hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextSize {

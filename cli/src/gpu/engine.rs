@@ -219,12 +219,7 @@ impl GpuEngine {
     /// Forgets the positions from `position` on: the next step writes its key and value at
     /// `position` and attends over `0..=position`, so later cache entries are never read.
     pub fn truncate(&mut self, position: usize) -> Result<()> {
-        if position > self.position {
-            bail!(
-                "cannot truncate to position {position}: the cache holds {} positions",
-                self.position
-            );
-        }
+        crate::engine::ensure_can_truncate(position, self.position)?;
         self.position = position;
         // The device's control block still holds the old position: the next step writes both.
         self.last_output = None;
@@ -247,13 +242,7 @@ impl GpuEngine {
             );
         }
         let stream = self.kernel.stream().clone();
-        if self.last_output != Some(first) {
-            let input = [first, self.position as u32];
-            let mut head = self.buffers.control.slice_mut(0..2);
-            stream
-                .memcpy_htod(&input, &mut head)
-                .context("writing the input token to the GPU")?;
-        }
+        self.feed(&stream, first)?;
         // Read before timing (this also waits for the write): the step counter to compare.
         let before = self.read_control()?;
         let plan = &self.plan;
@@ -289,6 +278,20 @@ impl GpuEngine {
             .memcpy_dtoh(&self.buffers.control, &mut control)
             .context("reading the control block from the GPU")?;
         Ok(control)
+    }
+
+    /// Puts `token` and the current position in the control block, unless the kernel left
+    /// them there itself (the token is its own previous output): generation runs with no host
+    /// writes, prompt tokens and truncations need one.
+    fn feed(&mut self, stream: &Arc<CudaStream>, token: u32) -> Result<()> {
+        if self.last_output != Some(token) {
+            let input = [token, self.position as u32];
+            let mut head = self.buffers.control.slice_mut(0..2);
+            stream
+                .memcpy_htod(&input, &mut head)
+                .context("writing the input token to the GPU")?;
+        }
+        Ok(())
     }
 
     fn reset_control(&mut self) -> Result<()> {
@@ -342,13 +345,7 @@ impl Engine for GpuEngine {
             self.model.config().max_position_embeddings,
         )?;
         let stream = self.kernel.stream().clone();
-        if self.last_output != Some(token) {
-            let input = [token, self.position as u32];
-            let mut head = self.buffers.control.slice_mut(0..2);
-            stream
-                .memcpy_htod(&input, &mut head)
-                .context("writing the input token to the GPU")?;
-        }
+        self.feed(&stream, token)?;
         let plan = &self.plan;
         self.kernel
             .launch(self.params, plan.grid, plan.block, plan.shared_bytes)?;
