@@ -58,17 +58,28 @@ pub struct PackArgs {
     pub output: Option<PathBuf>,
 }
 
-/// Which engine runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Device {
-    /// The GPU when one is usable, else the CPU (with a notice).
-    Auto,
-    /// The megakernel on a CUDA GPU.
-    Gpu,
-    /// A plain Rust implementation on all CPU cores.
-    Cpu,
-    /// The megakernel's source run on CPU threads (slow; for checking the kernel).
-    Emulator,
+pub use crate::engine::Device;
+
+/// `--device` values and their help: the engine room defines [`Device`], the command line
+/// spells it.
+impl ValueEnum for Device {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Device::Auto, Device::Gpu, Device::Cpu, Device::Emulator]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            Device::Auto => PossibleValue::new("auto")
+                .help("The GPU when one is usable, else the CPU (with a notice)"),
+            Device::Gpu => PossibleValue::new("gpu").help("The megakernel on a CUDA GPU"),
+            Device::Cpu => {
+                PossibleValue::new("cpu").help("A plain Rust implementation on all CPU cores")
+            }
+            Device::Emulator => PossibleValue::new("emulator")
+                .help("The megakernel's source run on CPU threads (slow; for checking the kernel)"),
+        })
+    }
 }
 
 #[derive(Debug, Args)]

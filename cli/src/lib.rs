@@ -4,7 +4,6 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod engine;
-pub mod gpu;
 pub mod hub;
 pub mod prompt;
 pub mod ptx;

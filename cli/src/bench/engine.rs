@@ -10,7 +10,7 @@ use anyhow::Result;
 use crate::engine::Engine;
 use crate::engine::cpu::CpuEngine;
 use crate::engine::emulator::EmulatorEngine;
-use crate::gpu::{GpuEngine, GpuInfo};
+use crate::engine::gpu::{GpuEngine, GpuInfo};
 
 /// `n` decode steps and the time they took.
 #[derive(Debug, Clone, Copy, PartialEq)]

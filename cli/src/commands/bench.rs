@@ -31,7 +31,7 @@ use crate::commands::generate::open_or_pack;
 use crate::engine::check_device;
 use crate::engine::cpu::CpuEngine;
 use crate::engine::emulator::EmulatorEngine;
-use crate::gpu::{self, GpuEngine, GpuInfo, GpuUnavailable};
+use crate::engine::gpu::{self, GpuEngine, GpuInfo, GpuUnavailable};
 use crate::hub::{HubSettings, ModelFiles};
 
 /// Qwen3-0.6B's published config.json: the shapes `--synthetic` uses by default.

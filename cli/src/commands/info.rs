@@ -9,8 +9,8 @@ use qwenmk_kernels::kernel_names::DECODE_STEP;
 use qwenmk_weights::ModelConfig;
 
 use crate::cli::InfoArgs;
+use crate::engine::gpu::{self, GpuInfo};
 use crate::engine::plan::StepPlan;
-use crate::gpu::{self, GpuInfo};
 use crate::ptx::{KERNELS_PTX, ptx_version_and_target};
 use crate::ptxas;
 

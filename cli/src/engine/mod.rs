@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod emulator;
+pub mod gpu;
 pub mod plan;
 
 use std::sync::Arc;
@@ -10,8 +11,20 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use qwenmk_weights::PackedModel;
 
-use crate::cli::Device;
-use crate::gpu::{self, GpuInfo, GpuUnavailable};
+use gpu::{GpuInfo, GpuUnavailable};
+
+/// Which engine runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The GPU when one is usable, else the CPU (with a notice).
+    Auto,
+    /// The megakernel on a CUDA GPU.
+    Gpu,
+    /// A plain Rust implementation on all CPU cores.
+    Cpu,
+    /// The megakernel's source run on CPU threads (slow; for checking the kernel).
+    Emulator,
+}
 
 /// A decoder that holds one sequence's KV cache and advances it one token at a time.
 ///

@@ -80,7 +80,7 @@ pub fn choose_max_context(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::engine::launch_shape;
+    use crate::engine::gpu::engine::launch_shape;
     use qwenmk_weights::synthetic::tiny_config;
 
     fn plan_for(config: &ModelConfig) -> impl Fn(usize) -> Result<StepPlan> + '_ {
