@@ -12,7 +12,7 @@ fn qwenmk(args: &[&str]) -> std::process::Output {
 }
 
 fn has_gpu() -> bool {
-    qwenmk::gpu::probe(0).is_ok()
+    qwenmk::engine::gpu::probe(0).is_ok()
 }
 
 #[test]

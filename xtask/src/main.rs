@@ -6,6 +6,7 @@
 mod fixtures;
 mod peers;
 mod ptx;
+mod vgpu;
 
 use anyhow::bail;
 
@@ -32,6 +33,11 @@ const COMMANDS: &[Command] = &[
         name: "ptx",
         summary: ptx::SUMMARY,
         run: ptx::run,
+    },
+    Command {
+        name: "vgpu",
+        summary: vgpu::SUMMARY,
+        run: vgpu::run,
     },
 ];
 

@@ -132,7 +132,7 @@ impl EmulatorEngine {
             dims: self.plan.dims,
             shape: self.plan.shape,
             max_splits: self.plan.max_splits,
-            reserved: 0,
+            abi_bytes: std::mem::size_of::<StepParams>() as u32,
             embedding: self.weights.embedding,
             lm_head: self.weights.lm_head,
             final_norm: self.weights.final_norm,

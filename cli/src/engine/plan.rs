@@ -225,6 +225,16 @@ pub fn describe_step_error(word: u32, plan: &StepPlan, position: usize) -> Strin
             "a token id outside the model's vocabulary of {} was fed to the kernel",
             plan.dims.vocab
         ),
+        ErrorKind::Abi => format!(
+            "the kernel and qwenmk disagree on the layout of the step's parameters ({} bytes on \
+             the host): the embedded PTX was built from other sources; rebuild qwenmk",
+            std::mem::size_of::<qwenmk_kernels::step::StepParams>()
+        ),
+        ErrorKind::SplitOverflow => format!(
+            "attention at position {position} needs more partials per head than the {} \
+             allocated; this is a qwenmk bug",
+            plan.max_splits
+        ),
     }
 }
 

@@ -455,12 +455,17 @@ pub fn global_timer_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// A hint with no effect on the host.
+/// Lines asked for by [`prefetch_l2`] in this process: tests check how much a step prefetches.
+pub static PREFETCHED_LINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A hint with no effect on the host but a count ([`PREFETCHED_LINES`]).
 ///
 /// # Safety
 /// Always safe on the host; `unsafe` to match the GPU backend.
 #[inline]
-pub unsafe fn prefetch_l2(_p: *const u8) {}
+pub unsafe fn prefetch_l2(_p: *const u8) {
+    PREFETCHED_LINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Warp-wide barrier among the 32 lanes of this thread's warp.
 pub fn sync_warp() {

@@ -15,6 +15,11 @@
 /// Threads in a warp, on every NVIDIA GPU this crate targets and in the emulator.
 pub const WARP_SIZE: u32 = 32;
 
+/// Bytes of weights the grid may prefetch into L2 at one stage boundary: a third of an H100's
+/// 50 MB L2 (40 MB on an A100), so that what is prefetched is still there when it is read
+/// and the activations and KV rows in flight are not evicted.
+pub const L2_PREFETCH_BUDGET_BYTES: usize = 16 << 20;
+
 #[cfg(target_arch = "nvptx64")]
 mod nvptx;
 #[cfg(target_arch = "nvptx64")]

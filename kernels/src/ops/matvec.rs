@@ -115,6 +115,10 @@ pub unsafe fn matvec<const R: usize>(
 /// Asks L2 for the rows this thread's warp will read in `matvec::<R>` over the same matrix, so
 /// that a block waiting at a barrier already pulls the weights of a later stage.
 ///
+/// The grid as a whole prefetches at most about `budget_bytes` (whole passes of the matvec's
+/// row split, at least one): each warp asks for the rows it reads first, and a matrix larger
+/// than L2 is not pulled in whole only to be evicted before it is read.
+///
 /// # Safety
 /// As [`matvec`]: `weights` must point to the whole matrix.
 #[inline(always)]
@@ -123,13 +127,22 @@ pub unsafe fn prefetch<const R: usize>(
     cols: u32,
     units: u32,
     lanes_per_row: u32,
+    budget_bytes: usize,
 ) {
     const LINE_BYTES: usize = 128;
     let split = RowSplit::here(lanes_per_row);
     let unit_bytes = R * cols as usize * 2;
     let lines_per_unit = unit_bytes.div_ceil(LINE_BYTES) as u32;
+    let pass_bytes = split.unit_stride as usize * unit_bytes;
+    let passes = if pass_bytes == 0 || budget_bytes <= pass_bytes {
+        1
+    } else {
+        budget_bytes / pass_bytes
+    };
+    let end = (split.first_unit as usize + passes * split.unit_stride as usize).min(units as usize)
+        as u32;
     let mut base = split.first_unit;
-    while base < units {
+    while base < end {
         let unit = base + split.group;
         if unit < units {
             // SAFETY: inside the matrix, as in `matvec`.

@@ -25,6 +25,10 @@ use crate::ops::norm::{bf16, rmsnorm_block};
 use attention::{AttentionItem, attend, attention_split, combine, warp_scratch_floats};
 use sync::{ErrorKind, GridSync, SYNC_SHARED_BYTES, Stage, StepError, record_error};
 
+/// Bytes of weights one stage boundary may prefetch into L2 (see
+/// [`device::L2_PREFETCH_BUDGET_BYTES`]).
+const L2_BUDGET: usize = device::L2_PREFETCH_BUDGET_BYTES;
+
 /// The model's shape, from `config.json`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -116,7 +120,10 @@ pub struct StepParams {
     pub shape: LaunchShape,
     /// Partials per head the `attn_partial` buffer holds.
     pub max_splits: u32,
-    pub reserved: u32,
+    /// `size_of::<StepParams>()` as the host compiled it: the kernel compares it with its own
+    /// view of the struct, so a host and a kernel built with different layouts fail the first
+    /// step with a sentence instead of reading garbage pointers.
+    pub abi_bytes: u32,
     pub embedding: *const u16,
     pub lm_head: *const u16,
     pub final_norm: *const u16,
@@ -164,16 +171,52 @@ pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block
     SYNC_SHARED_BYTES + floats as usize * 4
 }
 
-/// The most split-K partials per head a step can produce with this shape.
+/// An upper bound on the split-K partials per head of any step whose length is at most
+/// `dims.max_context`, with this shape.
+///
+/// [`attention_split`] is not monotonic in the length (a shorter context may get shorter
+/// chunks and so more of them), so the split of the longest context is not the bound. With
+/// `T = max(warps / q_heads, 1)` and chunks clamped to `[min_chunk, max_chunk]`, a length `n`
+/// gets `ceil(n / c)` chunks of `c` positions where
+/// * `c = ceil(n / T)` (not clamped) or `c = min_chunk ≥ ceil(n / T)`: then `n / c ≤ T`, so at
+///   most `T` chunks;
+/// * `c = max_chunk`: at most `ceil(max_context / max_chunk)` chunks;
+///
+/// and always `c ≥ min_chunk`, so at most `ceil(max_context / min_chunk)`. Hence the bound
+/// `min(max(T, ceil(L / max_chunk)), ceil(L / min_chunk))`.
 pub const fn max_splits(dims: &ModelDims, shape: &LaunchShape, warps_in_grid: u32) -> u32 {
-    attention_split(
-        dims.max_context,
-        warps_in_grid,
-        dims.q_heads,
-        shape.min_chunk,
-        shape.max_chunk,
-    )
-    .splits
+    let target = if warps_in_grid / dims.q_heads > 1 {
+        warps_in_grid / dims.q_heads
+    } else {
+        1
+    };
+    // The clamp gives chunks of at least `min(min_chunk, max_chunk)` and, when it clamps from
+    // above, of `max_chunk`.
+    let max_chunk = if shape.max_chunk > 0 {
+        shape.max_chunk
+    } else {
+        1
+    };
+    let min_chunk = if shape.min_chunk == 0 {
+        1
+    } else if shape.min_chunk < max_chunk {
+        shape.min_chunk
+    } else {
+        max_chunk
+    };
+    let len = dims.max_context;
+    let by_long_chunks = len.div_ceil(max_chunk);
+    let clamped = if target > by_long_chunks {
+        target
+    } else {
+        by_long_chunks
+    };
+    let by_short_chunks = len.div_ceil(min_chunk);
+    if clamped < by_short_chunks {
+        clamped
+    } else {
+        by_short_chunks
+    }
 }
 
 /// Barriers one step passes: six per layer (five when attention needs no combine), and one
@@ -236,19 +279,40 @@ pub unsafe fn decode_step(p: &StepParams) {
         unsafe { core::slice::from_raw_parts(work, n as usize) }
     };
     // SAFETY: written by the host or the previous step, before this launch.
-    let (token, pos) = unsafe {
+    let (token, pos, earlier_error) = unsafe {
         (
             (&raw const (*control).token).read_volatile(),
             (&raw const (*control).position).read_volatile(),
+            (&raw const (*control).error).read_volatile(),
         )
     };
-    if pos >= d.max_context || token >= d.vocab {
+    // A step queued behind a failed one does nothing: the barrier words are inconsistent
+    // after a failure, and the host resets them before it launches again. (A block that
+    // starts after another block of this launch failed leaves here too.)
+    if earlier_error != 0 {
+        return;
+    }
+    let warps_in_grid = device::grid_dim() * device::warps_per_block();
+    let split = attention_split(
+        pos.wrapping_add(1),
+        warps_in_grid,
+        d.q_heads,
+        p.shape.min_chunk,
+        p.shape.max_chunk,
+    );
+    let refusal = if p.abi_bytes != core::mem::size_of::<StepParams>() as u32 {
+        Some(ErrorKind::Abi)
+    } else if pos >= d.max_context {
+        Some(ErrorKind::ContextFull)
+    } else if token >= d.vocab {
+        Some(ErrorKind::BadToken)
+    } else if split.splits > p.max_splits {
+        Some(ErrorKind::SplitOverflow)
+    } else {
+        None
+    };
+    if let Some(kind) = refusal {
         if device::block_idx() == 0 && device::thread_idx() == 0 {
-            let kind = if pos >= d.max_context {
-                ErrorKind::ContextFull
-            } else {
-                ErrorKind::BadToken
-            };
             let error = StepError {
                 kind,
                 stage: Stage::Start,
@@ -262,15 +326,7 @@ pub unsafe fn decode_step(p: &StepParams) {
     }
     // SAFETY: the control block of this launch.
     let mut sync = unsafe { GridSync::new(control, p.shape.spin_limit_ns) };
-    let warps_in_grid = device::grid_dim() * device::warps_per_block();
     let warp_in_grid = device::block_idx() * device::warps_per_block() + device::warp_id();
-    let split = attention_split(
-        pos + 1,
-        warps_in_grid,
-        d.q_heads,
-        p.shape.min_chunk,
-        p.shape.max_chunk,
-    );
     // SAFETY: the embedding has `vocab` rows and `token < vocab`.
     let embedding_row = unsafe { p.embedding.add(token as usize * d.hidden as usize) };
 
@@ -322,7 +378,7 @@ pub unsafe fn decode_step(p: &StepParams) {
             });
             // While waiting, pull this layer's O projection into L2.
             if !sync.barrier(Stage::Qkv, layer, || {
-                prefetch::<1>(w.o, d.q_dim(), d.hidden, lanes)
+                prefetch::<1>(w.o, d.q_dim(), d.hidden, lanes, L2_BUDGET)
             }) {
                 return;
             }
@@ -349,7 +405,7 @@ pub unsafe fn decode_step(p: &StepParams) {
         // SAFETY: as above.
         unsafe {
             if !sync.barrier(Stage::Attention, layer, || {
-                prefetch::<2>(w.gate_up, d.hidden, d.intermediate, lanes)
+                prefetch::<2>(w.gate_up, d.hidden, d.intermediate, lanes, L2_BUDGET)
             }) {
                 return;
             }
@@ -373,7 +429,7 @@ pub unsafe fn decode_step(p: &StepParams) {
                 add_to_residual(p, row, v)
             });
             if !sync.barrier(Stage::OutputProjection, layer, || {
-                prefetch::<1>(w.down, d.intermediate, d.hidden, lanes)
+                prefetch::<1>(w.down, d.intermediate, d.hidden, lanes, L2_BUDGET)
             }) {
                 return;
             }
@@ -398,8 +454,10 @@ pub unsafe fn decode_step(p: &StepParams) {
                 |j, [gate, up]| p.act.add(j as usize).write(silu(gate) * up),
             );
             let prefetch_next = || match next {
-                Some(n) => prefetch::<1>(n.qkv, d.hidden, d.qkv_rows(), lanes),
-                None => prefetch::<1>(p.lm_head, d.hidden, d.vocab, lanes),
+                Some(n) => prefetch::<1>(n.qkv, d.hidden, d.qkv_rows(), lanes, L2_BUDGET),
+                // The LM head (311 MB for Qwen3-0.6B) is six times the L2: only its first
+                // rows, which each warp reads first, can still be there when it gets to them.
+                None => prefetch::<1>(p.lm_head, d.hidden, d.vocab, lanes, L2_BUDGET),
             };
             if !sync.barrier(Stage::GateUp, layer, prefetch_next) {
                 return;

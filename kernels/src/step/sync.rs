@@ -23,6 +23,11 @@ pub enum ErrorKind {
     ContextFull = 2,
     /// The input token is not in the vocabulary.
     BadToken = 3,
+    /// The host's `StepParams` has another size than the kernel's: they were built apart.
+    Abi = 4,
+    /// The step's attention split needs more partials than the buffer holds (a host sizing
+    /// bug, caught before any write past the buffer).
+    SplitOverflow = 5,
 }
 
 /// The place in the step where something happened.
@@ -92,6 +97,8 @@ impl StepError {
             1 => ErrorKind::Timeout,
             2 => ErrorKind::ContextFull,
             3 => ErrorKind::BadToken,
+            4 => ErrorKind::Abi,
+            5 => ErrorKind::SplitOverflow,
             _ => return None,
         };
         Some(StepError {

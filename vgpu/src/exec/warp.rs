@@ -910,8 +910,8 @@ impl Ctx<'_> {
                         v |= (*byte as u64) << (8 * k);
                     }
                     if ty.is_signed() && elem < 8 {
-                        v = alu::sext(v, ty.bits()) as u64 & u64::MAX;
-                        // Signed loads sign-extend into the register; keep 64 bits.
+                        // Signed loads sign-extend into the register.
+                        v = alu::sext(v, ty.bits()) as u64;
                     }
                     w.regs[*r as usize][lane] = v;
                 }

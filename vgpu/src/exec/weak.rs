@@ -177,9 +177,9 @@ impl Weak {
                 }
             }
             if let Some(p) = self.pending[slot].get(&line) {
-                for i in 0..LINE as usize {
+                for (i, byte) in bytes.iter_mut().enumerate() {
                     if p.valid & (1 << i) != 0 {
-                        bytes[i] = p.data[i];
+                        *byte = p.data[i];
                     }
                 }
             }
@@ -229,7 +229,7 @@ impl Weak {
         }
         if !strong {
             let one_in = self.options.early_publish_one_in as u64;
-            if one_in > 0 && self.random() % one_in == 0 && !self.order[slot].is_empty() {
+            if one_in > 0 && self.random().is_multiple_of(one_in) && !self.order[slot].is_empty() {
                 let i = (self.random() % self.order[slot].len() as u64) as usize;
                 if let Some(line) = self.order[slot].remove(i) {
                     self.publish_line(mem, slot, line);

@@ -559,10 +559,7 @@ fn parse_params(list: &str, line: u32) -> Result<Vec<Param>> {
 fn parse_body(src: &Source, start: usize, close: usize, f: &mut Function) -> Result<()> {
     let text = src.clean();
     let mut pos = start;
-    loop {
-        let Some(s) = text::skip_space(text, pos).filter(|&s| s < close) else {
-            break;
-        };
+    while let Some(s) = text::skip_space(text, pos).filter(|&s| s < close) {
         let line = src.line_of(s);
         let b = text.as_bytes()[s];
         if b == b'{' || b == b'}' {

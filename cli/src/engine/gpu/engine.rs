@@ -66,6 +66,9 @@ pub struct GpuEngine {
     position: usize,
     /// The token the last step produced: feeding it back needs no host write.
     last_output: Option<u32>,
+    /// Set by the first failed step: after it neither the KV cache nor the device's barrier
+    /// words can be trusted, so every later step refuses with this sentence.
+    failed: Option<String>,
 }
 
 fn address<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -172,7 +175,7 @@ impl GpuEngine {
             dims: plan.dims,
             shape: plan.shape,
             max_splits: plan.max_splits,
-            reserved: 0,
+            abi_bytes: std::mem::size_of::<StepParams>() as u32,
             embedding: pointers.embedding,
             lm_head: pointers.lm_head,
             final_norm: pointers.final_norm,
@@ -197,6 +200,7 @@ impl GpuEngine {
             params,
             position: 0,
             last_output: None,
+            failed: None,
         })
     }
 
@@ -241,34 +245,55 @@ impl GpuEngine {
                 self.max_context()
             );
         }
+        self.refuse_after_failure()?;
         let stream = self.kernel.stream().clone();
         self.feed(&stream, first)?;
         // Read before timing (this also waits for the write): the step counter to compare.
         let before = self.read_control()?;
         let plan = &self.plan;
-        let seconds =
+        let timed =
             self.kernel
-                .launch_timed(self.params, plan.grid, plan.block, plan.shared_bytes, n)?;
+                .launch_timed(self.params, plan.grid, plan.block, plan.shared_bytes, n);
+        let seconds = match timed {
+            Ok(s) => s,
+            Err(e) => return Err(self.fail(format!("{e:#}"))),
+        };
         let after = self.read_control()?;
         let (next, position, error, steps) = (after[0], after[1], after[4], after[5]);
         if error != 0 {
-            // The failed step did not advance the position the device holds.
-            let message = describe_step_error(error, &self.plan, position as usize);
-            self.position = position as usize;
-            self.reset_control()?;
-            bail!(message);
+            // Steps queued behind the failed one left at their start; which step failed is
+            // not something the device's words can be trusted to say.
+            let message = describe_step_error(error, &self.plan, self.position);
+            return Err(self.fail(message));
         }
         let expected = (self.position + n) as u32;
         if steps.wrapping_sub(before[5]) != n as u32 || position != expected {
-            bail!(
+            let message = format!(
                 "the GPU ran {} of {n} steps and stopped at position {position}, not {expected}; \
                  this is a qwenmk bug",
                 steps.wrapping_sub(before[5])
             );
+            return Err(self.fail(message));
         }
         self.position += n;
         self.last_output = Some(next);
         Ok((next, seconds))
+    }
+
+    /// Refuses to run once a step has failed.
+    fn refuse_after_failure(&self) -> Result<()> {
+        if let Some(why) = &self.failed {
+            bail!("the GPU engine stopped after an earlier failure ({why}); start again");
+        }
+        Ok(())
+    }
+
+    /// Records a failure: the engine runs no more steps, and the device's control block is
+    /// zeroed (if the device still answers) so that nothing reads stale barrier words.
+    fn fail(&mut self, message: String) -> anyhow::Error {
+        let _ = self.reset_control();
+        self.failed = Some(message.clone());
+        anyhow::anyhow!(message)
     }
 
     fn read_control(&self) -> Result<[u32; CONTROL_WORDS]> {
@@ -339,6 +364,7 @@ impl Engine for GpuEngine {
     }
 
     fn step(&mut self, token: u32) -> Result<u32> {
+        self.refuse_after_failure()?;
         ensure_room(
             self.position,
             self.max_context(),
@@ -347,17 +373,20 @@ impl Engine for GpuEngine {
         let stream = self.kernel.stream().clone();
         self.feed(&stream, token)?;
         let plan = &self.plan;
-        self.kernel
-            .launch(self.params, plan.grid, plan.block, plan.shared_bytes)?;
+        if let Err(e) = self
+            .kernel
+            .launch(self.params, plan.grid, plan.block, plan.shared_bytes)
+        {
+            return Err(self.fail(format!("{e:#}")));
+        }
         let mut control = [0u32; CONTROL_WORDS];
-        stream
-            .memcpy_dtoh(&self.buffers.control, &mut control)
-            .context("the decode step failed on the GPU")?;
+        if let Err(e) = stream.memcpy_dtoh(&self.buffers.control, &mut control) {
+            return Err(self.fail(format!("the decode step failed on the GPU: {e}")));
+        }
         let (next, error) = (control[0], control[4]);
         if error != 0 {
             let message = describe_step_error(error, &self.plan, self.position);
-            self.reset_control()?;
-            bail!(message);
+            return Err(self.fail(message));
         }
         self.position += 1;
         self.last_output = Some(next);

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
-use cudarc::driver::sys::CUevent_flags;
+use anyhow::{Context, Result, anyhow, bail};
 use cudarc::driver::sys::CUfunction_attribute as FnAttr;
+use cudarc::driver::sys::{CUevent_flags, cudaError_enum};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
@@ -91,7 +91,9 @@ impl StepKernel {
             .context("the occupancy query failed")
     }
 
-    /// Launches one decode step on the stream (asynchronously).
+    /// Launches one decode step on the stream (asynchronously), cooperatively: the driver
+    /// refuses a grid whose blocks cannot all be resident at once, which the kernel's grid
+    /// barriers need, instead of the kernel timing out.
     pub fn launch(
         &self,
         params: StepParams,
@@ -112,8 +114,19 @@ impl StepKernel {
         launch.arg(&arg);
         // SAFETY: every pointer in `params` is a live device allocation sized by the step plan
         // (the engine owns them for its lifetime), and the grid is no larger than the number of
-        // blocks the occupancy API says can be resident, as the kernel's barriers require.
-        unsafe { launch.launch(config) }.context("launching the decode step failed")?;
+        // blocks the occupancy API says can be resident, as the kernel's barriers require (a
+        // cooperative launch makes the driver check it).
+        unsafe { launch.launch_cooperative(config) }.map_err(|e| {
+            if e.0 == cudaError_enum::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE {
+                anyhow!(
+                    "the GPU cannot run all {grid} blocks of the decode step at once, though its \
+                     occupancy query said it could (another program may hold part of the GPU); \
+                     {e}"
+                )
+            } else {
+                anyhow!(e).context("launching the decode step failed")
+            }
+        })?;
         Ok(())
     }
 
