@@ -197,12 +197,13 @@ fn decode_function(
         line: f.line,
     });
     let ipdom = post_dominators(&insts);
+    let regs = crate::regalloc::compact(&mut insts, next);
     Ok(Kernel {
         name: f.name.clone(),
         is_entry: f.is_entry,
         ipdom,
         insts,
-        regs: next,
+        regs,
         param_bytes: f.param_bytes(),
         params: offsets
             .iter()

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod isa;
 pub mod memory;
 pub mod ptx;
+mod regalloc;
 pub mod shape;
 
 use std::fmt;

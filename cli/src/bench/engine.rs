@@ -71,7 +71,12 @@ impl BenchEngine for GpuEngine {
     }
 
     fn timer(&self) -> &'static str {
-        "CUDA events around back-to-back launches"
+        if self.info().is_virtual() {
+            "virtual: the virtual GPU's clock between CUDA events (an interpreter's model, not a \
+             measurement)"
+        } else {
+            "CUDA events around back-to-back launches"
+        }
     }
 
     fn gpu(&self) -> Option<&GpuInfo> {

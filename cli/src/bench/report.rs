@@ -23,6 +23,9 @@ pub struct Report {
     pub model: ModelReport,
     pub engine: String,
     pub timer: String,
+    /// `measured` (a real clock: a GPU's events, or the host's), or `virtual` (the virtual
+    /// GPU's own clock, which measures nothing about hardware).
+    pub time: &'static str,
     /// `null` on the cpu and emulator engines.
     pub gpu: Option<GpuReport>,
     pub host: HostReport,
@@ -173,6 +176,15 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The engine, with `(virtual)` when its times are not measurements.
+    fn engine_label(&self) -> String {
+        if self.time == "measured" {
+            self.engine.clone()
+        } else {
+            format!("{} ({})", self.engine, self.time)
+        }
+    }
+
     fn peer_columns(&self) -> &[(String, String)] {
         self.peers.as_ref().map_or(&[], |p| p.columns.as_slice())
     }
@@ -211,7 +223,7 @@ impl Report {
             };
             let mut row = vec![
                 self.model.name.clone(),
-                self.engine.clone(),
+                self.engine_label(),
                 r.depth.to_string(),
                 r.tokens.to_string(),
                 tok_s,
@@ -246,6 +258,13 @@ impl Report {
             ),
         };
         let _ = writeln!(out, "GPU: {device}  ");
+        if self.time != "measured" {
+            let _ = writeln!(
+                out,
+                "Times are {}: the {} GPU's own clock, not a measurement of any hardware  ",
+                self.time, self.time
+            );
+        }
         let peak = match &self.peak_bandwidth {
             Some(p) => format!("{:.2} TB/s ({})", p.bytes_per_s / 1e12, p.source),
             None => format!(
@@ -295,6 +314,7 @@ impl Report {
         let mut header = [
             "model",
             "engine",
+            "time",
             "gpu",
             "depth",
             "tokens",
@@ -319,6 +339,7 @@ impl Report {
             let mut row = vec![
                 csv_field(&self.model.name),
                 csv_field(&self.engine),
+                self.time.to_owned(),
                 csv_field(gpu),
                 r.depth.to_string(),
                 r.tokens.to_string(),
@@ -482,6 +503,7 @@ pub(crate) mod tests {
                 kv_cache_dtype: "f32",
             },
             engine: if gpu { "gpu" } else { "cpu" }.into(),
+            time: "measured",
             timer: "test".into(),
             gpu: gpu.then(|| GpuReport {
                 name: "NVIDIA H100 80GB HBM3".into(),

@@ -226,6 +226,11 @@ fn build_report(
         },
         engine: engine.name().to_owned(),
         timer: engine.timer().to_owned(),
+        time: if gpu.is_some_and(|g| g.is_virtual()) {
+            "virtual"
+        } else {
+            "measured"
+        },
         gpu: gpu.map(gpu_report),
         host: HostReport {
             cpu: host_cpu(),
@@ -287,6 +292,13 @@ fn resolve_kind(device: Device, notice: &mut dyn FnMut(&str)) -> Result<Kind> {
             Kind::Gpu
         }
         Device::Auto => match gpu::probe(0) {
+            Ok(info) if info.is_virtual() => {
+                notice(&format!(
+                    "no usable GPU ({}); running on the CPU",
+                    crate::engine::virtual_notice(&info)
+                ));
+                Kind::Cpu
+            }
             Ok(info) if info.can_run_kernels() => Kind::Gpu,
             Ok(info) => {
                 notice(&format!(

@@ -104,6 +104,7 @@ pub fn open_engine(
                 Err(GpuUnavailable::NoDriver) => "no CUDA driver was found".to_owned(),
                 Err(GpuUnavailable::NoDevice(why)) => why,
                 Ok(info) if !info.can_run_kernels() => too_old(&info),
+                Ok(info) if info.is_virtual() => virtual_notice(&info),
                 Ok(info) => match open_engine(Device::Gpu, model.clone(), context, notice) {
                     Ok(engine) => return Ok(engine),
                     Err(error) => {
@@ -128,6 +129,14 @@ pub fn check_device(device: Device) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Why `auto` passes over the virtual GPU: it checks the kernel, it is not for use.
+pub fn virtual_notice(info: &GpuInfo) -> String {
+    format!(
+        "the GPU is the {} (a test tool, far slower than the CPU; --device gpu uses it)",
+        info.name
+    )
 }
 
 fn too_old(info: &GpuInfo) -> String {

@@ -196,3 +196,110 @@ pub fn reference_case(checkpoint: &str, name: &str) -> ReferenceCase {
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no case {name} in {checkpoint}/reference.json"))
 }
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ lives in the repository root")
+        .to_path_buf()
+}
+
+/// A directory holding the virtual GPU's stand-in driver as `libcuda.so`, built (release) once
+/// per test process with the repository's toolchain. `cargo xtask vgpu` uses the same build.
+pub fn vgpu_lib_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo_root();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--release", "--quiet", "-p", "qwenmk-vgpu-driver"])
+            .status()
+            .expect("run cargo to build the virtual GPU driver");
+        assert!(status.success(), "building qwenmk-vgpu-driver failed");
+        let built = target.join("release").join("libqwenmk_vgpu_driver.so");
+        // One directory per test process: test binaries never race on the copy.
+        let dir = target
+            .join("vgpu")
+            .join(format!("test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the driver directory");
+        std::fs::copy(&built, dir.join("libcuda.so")).expect("copy the driver as libcuda.so");
+        dir
+    })
+    .clone()
+}
+
+/// `LD_LIBRARY_PATH` (and `PTXAS`, for the real register counts) that make cudarc load the
+/// virtual GPU.
+pub fn vgpu_env() -> Vec<(String, std::ffi::OsString)> {
+    let mut env = vec![(
+        "LD_LIBRARY_PATH".to_owned(),
+        vgpu_lib_dir().into_os_string(),
+    )];
+    if std::env::var_os("PTXAS").is_none()
+        && let Some(p) = qwenmk::ptxas::find_ptxas()
+    {
+        env.push(("PTXAS".to_owned(), p.into_os_string()));
+    }
+    env
+}
+
+impl Sandbox {
+    /// `qwenmk ARGS` on the virtual GPU, with extra driver settings (`QWENMK_VGPU_*`).
+    pub fn qwenmk_vgpu(&self, args: &[&str], settings: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_qwenmk"));
+        for var in [
+            "HF_HUB_CACHE",
+            "HUGGINGFACE_HUB_CACHE",
+            "QWENMK_CACHE",
+            "HF_TOKEN",
+            "HF_ENDPOINT",
+            "QWENMK_VGPU_SMS",
+            "QWENMK_VGPU_WEAK",
+            "QWENMK_VGPU_FAULT",
+            "QWENMK_VGPU_CC",
+        ] {
+            command.env_remove(var);
+        }
+        command
+            .env("HF_HOME", self.hf_home())
+            .env("HF_HUB_OFFLINE", "1")
+            .envs(vgpu_env())
+            .envs(settings.iter().copied())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .expect("run the qwenmk binary")
+    }
+}
+
+/// Runs the calling test again in a child process on the virtual GPU (the driver library must
+/// be on the library path when the process starts). Returns `true` in the parent, after
+/// checking that the child passed; `false` in the child, which then runs the test's body.
+pub fn rerun_on_vgpu(test: &str, settings: &[(&str, &str)]) -> bool {
+    const MARK: &str = "QWENMK_TEST_ON_VGPU";
+    if std::env::var(MARK).as_deref() == Ok(test) {
+        return false;
+    }
+    let output = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(MARK, test)
+        .envs(vgpu_env())
+        .envs(settings.iter().copied())
+        .output()
+        .expect("run the test again on the virtual GPU");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains("1 passed"),
+        "{test} on the virtual GPU:\n{text}"
+    );
+    true
+}

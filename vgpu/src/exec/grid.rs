@@ -10,7 +10,7 @@ use crate::decode::Kernel;
 use crate::memory::GlobalMemory;
 
 /// Instructions a warp runs before the next warp's turn.
-const QUANTUM: u32 = 256;
+const QUANTUM: u32 = 1024;
 /// Rounds in which nothing is written and nothing exits before the clock is fast-forwarded.
 const QUIET_ROUNDS: u32 = 8;
 /// The largest single fast-forward step.

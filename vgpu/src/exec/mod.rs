@@ -18,6 +18,7 @@
 pub mod alu;
 pub mod float;
 mod grid;
+mod lanes;
 mod warp;
 pub mod weak;
 

@@ -3,7 +3,7 @@
 
 use super::grid::Slot;
 use super::weak::{LoadKind, Weak};
-use super::{CLOCK_GHZ, FailureKind, LaunchConfig, Stats, alu, float};
+use super::{CLOCK_GHZ, FailureKind, LaunchConfig, Stats, alu, float, lanes};
 use crate::decode::Kernel;
 use crate::isa::*;
 use crate::memory::{GlobalMemory, SHARED_WINDOW, SHARED_WINDOW_BYTES};
@@ -17,6 +17,30 @@ pub struct Entry {
     pub pc: u32,
     pub mask: u32,
     pub rpc: u32,
+    /// Parked at a warp-synchronous instruction, waiting for the lanes of another entry.
+    pub waiting: bool,
+}
+
+/// What a warp-synchronous instruction (`bar.warp.sync`, `shfl.sync`, `vote.sync`) must match
+/// to meet another: on sm_70 and later, lanes wait at *any* such instruction with the same
+/// qualifiers and member mask (PTX ISA), and compilers rely on it — LLVM duplicates a
+/// `bar.warp.sync` into both sides of a branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    WarpSync,
+    Shfl(ShflMode),
+    Vote(VoteMode),
+}
+
+/// Lanes that arrived at warp-synchronous instructions and wait for the rest of the member
+/// mask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendezvous {
+    pub kind: SyncKind,
+    pub members: u32,
+    pub arrived: u32,
+    /// (pc, lanes) of each parked entry.
+    pub waiters: Vec<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,6 +71,7 @@ pub struct Warp {
     /// Linear thread index of lane 0 within the block.
     pub first_thread: u32,
     pub slot: u32,
+    pub rendezvous: Option<Rendezvous>,
 }
 
 impl Warp {
@@ -58,7 +83,9 @@ impl Warp {
             pc: 0,
             mask: present,
             rpc: u32::MAX,
+            waiting: false,
         });
+        self.rendezvous = None;
         self.present = present;
         self.exited = 0;
         self.state = WarpState::Ready;
@@ -99,6 +126,7 @@ impl Warp {
                     pc: top.pc + 1,
                     mask: top.mask & !taken,
                     rpc: join,
+                    waiting: false,
                 });
             }
             if target != join {
@@ -106,27 +134,31 @@ impl Warp {
                     pc: target,
                     mask: taken,
                     rpc: join,
+                    waiting: false,
                 });
             }
         }
         self.settle();
     }
 
-    #[inline]
+    #[inline(always)]
     fn guard(&self, g: Guard) -> u32 {
-        let lanes = |p: Reg| {
-            let r = &self.regs[p as usize];
-            let mut m = 0u32;
-            for (l, v) in r.iter().enumerate() {
-                m |= ((*v != 0) as u32) << l;
-            }
-            m
-        };
         match g {
             Guard::Always => ALL,
-            Guard::If(p) => lanes(p),
-            Guard::IfNot(p) => !lanes(p),
+            Guard::If(p) => self.predicate(p),
+            Guard::IfNot(p) => !self.predicate(p),
         }
+    }
+
+    /// The lanes where predicate register `p` is true.
+    #[inline(always)]
+    fn predicate(&self, p: Reg) -> u32 {
+        let r = &self.regs[p as usize];
+        let mut m = 0u32;
+        for (l, v) in r.iter().enumerate() {
+            m |= ((*v != 0) as u32) << l;
+        }
+        m
     }
 
     #[inline]
@@ -175,6 +207,8 @@ pub struct Fault {
 
 /// What an instruction does to control flow.
 enum Flow {
+    /// The running entry waits at a warp-synchronous instruction; another runs meanwhile.
+    Parked,
     Next,
     Branch(u32, u32),
     Sleep(u64),
@@ -243,7 +277,14 @@ impl Ctx<'_> {
             let inst = &kernel.insts[top.pc as usize];
             issued += 1;
             let active = top.mask & w.guard(inst.guard);
-            let flow = match self.exec(w, inst, top.mask, active) {
+            let outcome = if top.waiting {
+                Err(self.stranded(w))
+            } else if sync_kind(&inst.op).is_some() && active != 0 {
+                self.warp_sync(w, top.mask, active)
+            } else {
+                self.exec(w, inst, top.mask, active)
+            };
+            let flow = match outcome {
                 Ok(f) => f,
                 Err(f) => {
                     return (
@@ -260,6 +301,7 @@ impl Ctx<'_> {
             };
             let n = w.stack.len() - 1;
             match flow {
+                Flow::Parked => {}
                 Flow::Next => {
                     w.stack[n].pc += 1;
                     w.settle();
@@ -278,6 +320,21 @@ impl Ctx<'_> {
                     return (Ok(RunEnd::Barrier(id)), issued);
                 }
                 Flow::Exit(lanes) => {
+                    if let Some(r) = &w.rendezvous
+                        && r.members & lanes != 0
+                    {
+                        let fault = self.exit_during_rendezvous(r, lanes);
+                        return (
+                            Err(Fault {
+                                kind: fault.kind,
+                                title: fault.title,
+                                detail: fault.detail,
+                                line: inst.line,
+                                lane: fault.lane,
+                            }),
+                            issued,
+                        );
+                    }
                     w.exited |= lanes;
                     for e in &mut w.stack {
                         e.mask &= !lanes;
@@ -330,6 +387,33 @@ impl Ctx<'_> {
         }
     }
 
+    /// The sources of a lane loop and its destination, as raw lane pointers all derived from
+    /// one borrow of the register file; special registers and negated predicates are
+    /// materialised into `tmp` first.
+    #[inline(always)]
+    fn prepare<const N: usize>(
+        &self,
+        w: &mut Warp,
+        srcs: [Src; N],
+        tmp: &mut [[u64; 32]; N],
+        d: Reg,
+        active: u32,
+    ) -> ([lanes::Val; N], lanes::Dst) {
+        for i in 0..N {
+            if matches!(srcs[i], Src::Special(_) | Src::NotPred(_)) {
+                tmp[i] = self.read(w, srcs[i]);
+            }
+        }
+        let count = w.regs.len();
+        let regs = w.regs.as_mut_ptr();
+        let mut vals = [lanes::Val::Splat(0); N];
+        for i in 0..N {
+            vals[i] =
+                lanes::val(regs, count, srcs[i]).unwrap_or(lanes::Val::Lanes(tmp[i].as_ptr()));
+        }
+        (vals, lanes::dst(regs, count, d, active))
+    }
+
     #[inline]
     fn read(&self, w: &Warp, s: Src) -> [u64; 32] {
         match s {
@@ -368,8 +452,10 @@ impl Ctx<'_> {
         match &inst.op {
             Op::Mov { ty, d, a } => {
                 let m = ty.mask();
-                let v = self.read(w, *a).map(|x| x & m);
-                w.write(*d, &v, active);
+                let mut t = [[0; 32]; 1];
+                let ([a], dst) = self.prepare(w, [*a], &mut t, *d, active);
+                // SAFETY: `prepare` gives 32-lane pointers into live buffers.
+                unsafe { lanes::map1(dst, a, |x| x & m) };
             }
             Op::Pack {
                 d,
@@ -401,14 +487,16 @@ impl Ctx<'_> {
                 }
             }
             Op::Int { op, ty, d, a, b } => {
-                let (a, b) = (self.read(w, *a), self.read(w, *b));
-                let v = int_lanes(*op, *ty, &a, &b);
-                w.write(*d, &v, active);
+                let mut t = [[0; 32]; 2];
+                let ([a, b], dst) = self.prepare(w, [*a, *b], &mut t, *d, active);
+                // SAFETY: as above.
+                unsafe { lanes::int(dst, *op, *ty, a, b) };
             }
             Op::MulWide { ty, d, a, b } => {
-                let (a, b) = (self.read(w, *a), self.read(w, *b));
-                let v = std::array::from_fn(|l| alu::mul_wide(*ty, a[l], b[l]));
-                w.write(*d, &v, active);
+                let mut t = [[0; 32]; 2];
+                let ([a, b], dst) = self.prepare(w, [*a, *b], &mut t, *d, active);
+                // SAFETY: as above.
+                unsafe { lanes::mul_wide(dst, *ty, a, b) };
             }
             Op::Mad {
                 mode,
@@ -418,9 +506,10 @@ impl Ctx<'_> {
                 b,
                 c,
             } => {
-                let (a, b, c) = (self.read(w, *a), self.read(w, *b), self.read(w, *c));
-                let v = std::array::from_fn(|l| alu::mad(*mode, *ty, a[l], b[l], c[l]));
-                w.write(*d, &v, active);
+                let mut t = [[0; 32]; 3];
+                let ([a, b, c], dst) = self.prepare(w, [*a, *b, *c], &mut t, *d, active);
+                // SAFETY: as above.
+                unsafe { lanes::map3(dst, a, b, c, |a, b, c| alu::mad(*mode, *ty, a, b, c)) };
             }
             Op::Float {
                 op,
@@ -430,9 +519,10 @@ impl Ctx<'_> {
                 a,
                 b,
             } => {
-                let (a, b) = (self.read(w, *a), self.read(w, *b));
-                let v = float_lanes(*op, *ty, *ftz, &a, &b);
-                w.write(*d, &v, active);
+                let mut t = [[0; 32]; 2];
+                let ([a, b], dst) = self.prepare(w, [*a, *b], &mut t, *d, active);
+                // SAFETY: as above.
+                unsafe { lanes::float(dst, *op, *ty, *ftz, a, b) };
             }
             Op::Fma {
                 ty,
@@ -442,19 +532,22 @@ impl Ctx<'_> {
                 b,
                 c,
             } => {
-                let (a, b, c) = (self.read(w, *a), self.read(w, *b), self.read(w, *c));
-                let v = std::array::from_fn(|l| float::fma(*ty, *ftz, a[l], b[l], c[l]));
-                w.write(*d, &v, active);
+                let mut t = [[0; 32]; 3];
+                let ([a, b, c], dst) = self.prepare(w, [*a, *b, *c], &mut t, *d, active);
+                // SAFETY: as above.
+                unsafe { lanes::map3(dst, a, b, c, |a, b, c| float::fma(*ty, *ftz, a, b, c)) };
             }
             Op::Unary { op, ty, d, a } => {
-                let a = self.read(w, *a);
-                let v = a.map(|x| alu::unary(*op, *ty, x));
-                w.write(*d, &v, active);
+                let mut t = [[0; 32]; 1];
+                let ([a], dst) = self.prepare(w, [*a], &mut t, *d, active);
+                // SAFETY: as above.
+                unsafe { lanes::map1(dst, a, |x| alu::unary(*op, *ty, x)) };
             }
             Op::FloatUnary { f, ty, ftz, d, a } => {
-                let a = self.read(w, *a);
-                let v = a.map(|x| float::unary(*f, *ty, *ftz, x));
-                w.write(*d, &v, active);
+                let mut t = [[0; 32]; 1];
+                let ([a], dst) = self.prepare(w, [*a], &mut t, *d, active);
+                // SAFETY: as above.
+                unsafe { lanes::map1(dst, a, |x| float::unary(*f, *ty, *ftz, x)) };
             }
             Op::Setp {
                 cmp,
@@ -465,28 +558,38 @@ impl Ctx<'_> {
                 b,
                 combine,
             } => {
-                let (a, b) = (self.read(w, *a), self.read(w, *b));
-                let mut v: [u64; 32] =
-                    std::array::from_fn(|l| alu::compare(*cmp, *ty, a[l], b[l]) as u64);
-                let mut v_not = v.map(|x| x ^ 1);
-                if let Some((op, c)) = combine {
-                    let c = self.read(w, *c);
+                if combine.is_none() && d_not.is_none() {
+                    let mut t = [[0; 32]; 2];
+                    let ([a, b], dst) = self.prepare(w, [*a, *b], &mut t, *d, active);
+                    // SAFETY: as above.
+                    unsafe { lanes::compare(dst, *cmp, *ty, a, b) };
+                } else {
+                    let (a, b) = (self.read(w, *a), self.read(w, *b));
+                    let mut v = [0u64; 32];
                     for l in 0..32 {
-                        let cv = c[l] != 0;
-                        v[l] = alu::combine(*op, v[l] != 0, cv) as u64;
-                        v_not[l] = alu::combine(*op, v_not[l] != 0, cv) as u64;
+                        v[l] = alu::compare(*cmp, *ty, a[l], b[l]) as u64;
                     }
-                }
-                w.write(*d, &v, active);
-                if let Some(dn) = d_not {
-                    w.write(*dn, &v_not, active);
+                    let mut v_not = v.map(|x| x ^ 1);
+                    if let Some((op, c)) = combine {
+                        let c = self.read(w, *c);
+                        for l in 0..32 {
+                            let cv = c[l] != 0;
+                            v[l] = alu::combine(*op, v[l] != 0, cv) as u64;
+                            v_not[l] = alu::combine(*op, v_not[l] != 0, cv) as u64;
+                        }
+                    }
+                    w.write(*d, &v, active);
+                    if let Some(dn) = d_not {
+                        w.write(*dn, &v_not, active);
+                    }
                 }
             }
             Op::Selp { ty, d, a, b, p } => {
-                let (a, b, p) = (self.read(w, *a), self.read(w, *b), self.read(w, *p));
                 let m = ty.mask();
-                let v = std::array::from_fn(|l| if p[l] != 0 { a[l] } else { b[l] } & m);
-                w.write(*d, &v, active);
+                let mut t = [[0; 32]; 3];
+                let ([a, b, p], dst) = self.prepare(w, [*a, *b, *p], &mut t, *d, active);
+                // SAFETY: as above.
+                unsafe { lanes::map3(dst, a, b, p, |a, b, p| if p != 0 { a } else { b } & m) };
             }
             Op::Cvt {
                 to,
@@ -497,9 +600,17 @@ impl Ctx<'_> {
                 d,
                 a,
             } => {
-                let a = self.read(w, *a);
-                let v = a.map(|x| alu::cvt(*to, *from, *rounding, *ftz, *sat, x));
-                w.write(*d, &v, active);
+                let mut t = [[0; 32]; 1];
+                let ([a], dst) = self.prepare(w, [*a], &mut t, *d, active);
+                let general = |x| alu::cvt(*to, *from, *rounding, *ftz, *sat, x);
+                // SAFETY: as above.
+                unsafe {
+                    if *sat || rounding.is_some() || *ftz {
+                        lanes::map1(dst, a, general)
+                    } else {
+                        lanes::cvt(dst, *to, *from, a, general)
+                    }
+                };
             }
             Op::Cvta {
                 space,
@@ -562,66 +673,6 @@ impl Ctx<'_> {
                 self.stats.prefetch_bytes += 128 * active.count_ones() as u64;
                 let _ = addr;
             }
-            Op::WarpSync { mask: m } => {
-                let m = self.read(w, *m);
-                self.check_converged(w, mask, active, m, "bar.warp.sync")?;
-            }
-            Op::Shfl {
-                mode,
-                d,
-                p_out,
-                a,
-                b,
-                c,
-                mask: m,
-            } => {
-                let m = self.read(w, *m);
-                let members = self.check_converged(w, mask, active, m, "shfl.sync")?;
-                let (a, b, c) = (self.read(w, *a), self.read(w, *b), self.read(w, *c));
-                let mut v = [0u64; 32];
-                let mut p = [0u64; 32];
-                for lane in lanes(active) {
-                    let (j, ok) = shfl_source(*mode, lane as u32, b[lane] as u32, c[lane] as u32);
-                    if members & (1 << j) == 0 {
-                        return Err(undefined(
-                            lane,
-                            "undefined shuffle",
-                            format!(
-                                "lane {lane} reads lane {j}, which does not take part in the \
-                                 shuffle (member mask {:#010x})",
-                                members
-                            ),
-                        ));
-                    }
-                    v[lane] = a[j as usize] & 0xffff_ffff;
-                    p[lane] = ok as u64;
-                }
-                w.write(*d, &v, active);
-                if let Some(po) = p_out {
-                    w.write(*po, &p, active);
-                }
-            }
-            Op::Vote {
-                mode,
-                d,
-                a,
-                mask: m,
-            } => {
-                let m = self.read(w, *m);
-                self.check_converged(w, mask, active, m, "vote.sync")?;
-                let a = self.read(w, *a);
-                let mut ballot = 0u32;
-                for l in lanes(active) {
-                    ballot |= ((a[l] != 0) as u32) << l;
-                }
-                let r = match mode {
-                    VoteMode::Ballot => ballot as u64,
-                    VoteMode::All => (ballot == active) as u64,
-                    VoteMode::Any => (ballot != 0) as u64,
-                    VoteMode::Uni => (ballot == active || ballot == 0) as u64,
-                };
-                w.write(*d, &[r; 32], active);
-            }
             Op::Trap => {
                 return Err(undefined(
                     active.trailing_zeros() as usize,
@@ -631,9 +682,13 @@ impl Ctx<'_> {
                         .into(),
                 ));
             }
-            Op::Bra { .. } | Op::Exit | Op::BarSync { .. } | Op::Nanosleep { .. } => {
-                unreachable!("handled above")
-            }
+            Op::Bra { .. }
+            | Op::Exit
+            | Op::BarSync { .. }
+            | Op::Nanosleep { .. }
+            | Op::WarpSync { .. }
+            | Op::Shfl { .. }
+            | Op::Vote { .. } => unreachable!("handled by the caller"),
         }
         Ok(Flow::Next)
     }
@@ -686,10 +741,10 @@ impl Ctx<'_> {
         Ok(Flow::Barrier(id as u8))
     }
 
-    /// The rules of `.sync` warp instructions with member mask `m`: the executing lanes are
-    /// members, and every member exists, has not exited and is executing this instruction
-    /// with the others. Returns the member mask.
-    fn check_converged(
+    /// The member mask of a warp-synchronous instruction and its rules: the executing lanes
+    /// are members and agree on the mask, every member exists and has not exited, and no
+    /// member is here but predicated off.
+    fn member_mask(
         &self,
         w: &Warp,
         mask: u32,
@@ -743,23 +798,205 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        let elsewhere = members & !active;
-        if elsewhere != 0 {
-            let why = if elsewhere & mask != 0 {
-                "are here but predicated off"
-            } else {
-                "are at another point of the program (the warp diverged)"
-            };
+        let off = members & mask & !active;
+        if off != 0 {
             return Err(undefined(
                 first,
                 "divergent warp instruction",
                 format!(
-                    "{what}: lanes {} of the member mask {members:#010x} {why}",
-                    lane_list(elsewhere)
+                    "{what}: lanes {} of the member mask {members:#010x} are here but predicated \
+                     off",
+                    lane_list(off)
                 ),
             ));
         }
         Ok(members)
+    }
+
+    /// A warp-synchronous instruction of the running entry: its lanes arrive; when every
+    /// member has arrived (here or at a matching instruction of a sibling path) the
+    /// instruction runs for all of them, else this entry parks and its sibling runs.
+    fn warp_sync(&mut self, w: &mut Warp, mask: u32, active: u32) -> Result<Flow, LaneFault> {
+        let kernel = self.kernel;
+        let n = w.stack.len() - 1;
+        let pc = w.stack[n].pc;
+        let op = &kernel.insts[pc as usize].op;
+        let kind = sync_kind(op).expect("a warp-synchronous instruction");
+        let what = sync_name(kind);
+        let m = match op {
+            Op::WarpSync { mask } | Op::Shfl { mask, .. } | Op::Vote { mask, .. } => {
+                self.read(w, *mask)
+            }
+            _ => unreachable!("sync_kind matched"),
+        };
+        let members = self.member_mask(w, mask, active, m, what)?;
+        let mut r = w.rendezvous.take().unwrap_or(Rendezvous {
+            kind,
+            members,
+            arrived: 0,
+            waiters: Vec::new(),
+        });
+        if r.kind != kind || r.members != members {
+            return Err(undefined(
+                active.trailing_zeros() as usize,
+                "divergent warp instruction",
+                format!(
+                    "{what} with member mask {members:#010x} meets lanes {} waiting at {} with \
+                     member mask {:#010x}",
+                    lane_list(r.arrived),
+                    sync_name(r.kind),
+                    r.members
+                ),
+            ));
+        }
+        r.arrived |= active;
+        if r.arrived == members {
+            let mut parts = r.waiters;
+            parts.push((pc, active));
+            self.perform(w, kind, members, &parts)?;
+            for e in w.stack.iter_mut().filter(|e| e.waiting) {
+                e.waiting = false;
+                e.pc += 1;
+            }
+            return Ok(Flow::Next);
+        }
+        r.waiters.push((pc, active));
+        w.stack[n].waiting = true;
+        // The missing lanes can only be on the other side of the branch this entry came
+        // from: the entry below with the same join point.
+        let sibling = n
+            .checked_sub(1)
+            .filter(|&s| w.stack[s].rpc == w.stack[n].rpc && !w.stack[s].waiting);
+        let missing = members & !r.arrived;
+        match sibling {
+            Some(s) if w.stack[s].mask & missing != 0 => {
+                w.stack.swap(s, n);
+                w.rendezvous = Some(r);
+                Ok(Flow::Parked)
+            }
+            _ => Err(undefined(
+                active.trailing_zeros() as usize,
+                "divergent warp instruction",
+                format!(
+                    "{what}: lanes {} of the member mask {members:#010x} are at another point \
+                     of the program (the warp diverged) and cannot reach a matching {what}",
+                    lane_list(missing)
+                ),
+            )),
+        }
+    }
+
+    /// Runs a completed warp-synchronous instruction: `parts` are the (pc, lanes) of every
+    /// instruction instance the members arrived at.
+    fn perform(
+        &self,
+        w: &mut Warp,
+        kind: SyncKind,
+        members: u32,
+        parts: &[(u32, u32)],
+    ) -> Result<(), LaneFault> {
+        let insts = &self.kernel.insts;
+        match kind {
+            SyncKind::WarpSync => Ok(()),
+            SyncKind::Vote(mode) => {
+                let mut ballot = 0u32;
+                for &(pc, lanes_here) in parts {
+                    if let Op::Vote { a, .. } = &insts[pc as usize].op {
+                        let a = self.read(w, *a);
+                        for l in lanes(lanes_here) {
+                            ballot |= ((a[l] != 0) as u32) << l;
+                        }
+                    }
+                }
+                let r = match mode {
+                    VoteMode::Ballot => ballot as u64,
+                    VoteMode::All => (ballot == members) as u64,
+                    VoteMode::Any => (ballot != 0) as u64,
+                    VoteMode::Uni => (ballot == members || ballot == 0) as u64,
+                };
+                for &(pc, lanes_here) in parts {
+                    if let Op::Vote { d, .. } = &insts[pc as usize].op {
+                        w.write(*d, &[r; 32], lanes_here);
+                    }
+                }
+                Ok(())
+            }
+            SyncKind::Shfl(mode) => {
+                // Every member's value, each from the instruction its lane executes.
+                let mut values = [0u64; 32];
+                for &(pc, lanes_here) in parts {
+                    if let Op::Shfl { a, .. } = &insts[pc as usize].op {
+                        let a = self.read(w, *a);
+                        for l in lanes(lanes_here) {
+                            values[l] = a[l] & 0xffff_ffff;
+                        }
+                    }
+                }
+                for &(pc, lanes_here) in parts {
+                    let Op::Shfl { d, p_out, b, c, .. } = &insts[pc as usize].op else {
+                        continue;
+                    };
+                    let (b, c) = (self.read(w, *b), self.read(w, *c));
+                    let mut v = [0u64; 32];
+                    let mut p = [0u64; 32];
+                    for lane in lanes(lanes_here) {
+                        let (j, ok) =
+                            shfl_source(mode, lane as u32, b[lane] as u32, c[lane] as u32);
+                        if members & (1 << j) == 0 {
+                            return Err(undefined(
+                                lane,
+                                "undefined shuffle",
+                                format!(
+                                    "lane {lane} reads lane {j}, which does not take part in \
+                                     the shuffle (member mask {members:#010x})"
+                                ),
+                            ));
+                        }
+                        v[lane] = values[j as usize];
+                        p[lane] = ok as u64;
+                    }
+                    w.write(*d, &v, lanes_here);
+                    if let Some(po) = p_out {
+                        w.write(*po, &p, lanes_here);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The fault of a parked entry whose partner lanes left without meeting it.
+    fn stranded(&self, w: &Warp) -> LaneFault {
+        let (members, arrived, kind) = w
+            .rendezvous
+            .as_ref()
+            .map_or((0, 0, SyncKind::WarpSync), |r| {
+                (r.members, r.arrived, r.kind)
+            });
+        undefined(
+            arrived.trailing_zeros().min(31) as usize,
+            "divergent warp instruction",
+            format!(
+                "lanes {} wait at {} for lanes {} of the member mask {members:#010x}, which \
+                 finished their path without reaching one",
+                lane_list(arrived),
+                sync_name(kind),
+                lane_list(members & !arrived)
+            ),
+        )
+    }
+
+    fn exit_during_rendezvous(&self, r: &Rendezvous, lanes_out: u32) -> LaneFault {
+        undefined(
+            lanes_out.trailing_zeros() as usize,
+            "divergent warp instruction",
+            format!(
+                "lanes {} exit while lanes {} wait for them at {}",
+                lane_list(lanes_out & r.members),
+                lane_list(r.arrived),
+                sync_name(r.kind)
+            ),
+        )
     }
 
     fn lane_address(w: &Warp, addr: &Addr, lane: usize) -> u64 {
@@ -845,14 +1082,15 @@ impl Ctx<'_> {
         let elem = ty.bytes() as usize;
         let len = elem * d.len();
         let slot = w.slot as usize;
+        let sign = ty.is_signed() && elem < 8;
         let mut buf = [0u8; 64];
         for lane in lanes(active) {
             let a = Self::lane_address(w, addr, lane);
             Self::check_align(a, len, lane)?;
-            let bytes = &mut buf[..len];
-            match self.resolve(space, a, lane)? {
-                Target::Param(off) => {
-                    let Some(src) = self.params.get(off..off + len) else {
+            let src: &[u8] = match self.resolve(space, a, lane)? {
+                Target::Param(off) => match self.params.get(off..off + len) {
+                    Some(src) => src,
+                    None => {
                         return Err(illegal(
                             lane,
                             format!(
@@ -861,12 +1099,11 @@ impl Ctx<'_> {
                                 self.params.len()
                             ),
                         ));
-                    };
-                    bytes.copy_from_slice(src);
-                }
+                    }
+                },
                 Target::Shared(off) => {
                     self.shared_range(slot, off, len, lane)?;
-                    bytes.copy_from_slice(&self.slots[slot].shared[off..off + len]);
+                    &self.slots[slot].shared[off..off + len]
                 }
                 Target::Global(a) => {
                     let (index, off) = self
@@ -895,21 +1132,19 @@ impl Ctx<'_> {
                                 LoadKind::Weak
                             };
                             let stale = weak
-                                .load(self.mem, slot, a, bytes, kind)
+                                .load(self.mem, slot, a, &mut buf[..len], kind)
                                 .map_err(|report| undefined(lane, "data race", report))?;
                             self.stats.stale_loads += stale as u64;
+                            &buf[..len]
                         }
-                        _ => bytes.copy_from_slice(&self.mem.bytes(index)[off..off + len]),
+                        _ => &self.mem.bytes(index)[off..off + len],
                     }
                 }
-            }
+            };
             for (i, r) in d.iter().enumerate() {
                 if let Some(r) = r {
-                    let mut v = 0u64;
-                    for (k, byte) in bytes[i * elem..(i + 1) * elem].iter().enumerate() {
-                        v |= (*byte as u64) << (8 * k);
-                    }
-                    if ty.is_signed() && elem < 8 {
+                    let mut v = read_le(&src[i * elem..], elem);
+                    if sign {
                         // Signed loads sign-extend into the register.
                         v = alu::sext(v, ty.bits()) as u64;
                     }
@@ -939,7 +1174,10 @@ impl Ctx<'_> {
         let elem = ty.bytes() as usize;
         let len = elem * src.len();
         let slot = w.slot as usize;
-        let values: Vec<[u64; 32]> = src.iter().map(|s| self.read(w, *s)).collect();
+        let mut values = [[0u64; 32]; 8];
+        for (v, s) in values.iter_mut().zip(src) {
+            *v = self.read(w, *s);
+        }
         if sem.releases()
             && let Some(weak) = self.weak.as_mut()
         {
@@ -950,7 +1188,7 @@ impl Ctx<'_> {
             let a = Self::lane_address(w, addr, lane);
             Self::check_align(a, len, lane)?;
             let bytes = &mut buf[..len];
-            for (i, v) in values.iter().enumerate() {
+            for (i, v) in values[..src.len()].iter().enumerate() {
                 bytes[i * elem..(i + 1) * elem].copy_from_slice(&v[lane].to_le_bytes()[..elem]);
             }
             match self.resolve(space, a, lane)? {
@@ -1074,6 +1312,17 @@ impl Ctx<'_> {
     }
 }
 
+/// The little-endian value of the first `n` (1, 2, 4 or 8) bytes.
+#[inline(always)]
+fn read_le(bytes: &[u8], n: usize) -> u64 {
+    match n {
+        4 => u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as u64,
+        8 => u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8])),
+        2 => u16::from_le_bytes([bytes[0], bytes[1]]) as u64,
+        _ => le(&bytes[..n]),
+    }
+}
+
 fn le(bytes: &[u8]) -> u64 {
     let mut v = 0u64;
     for (k, b) in bytes.iter().enumerate() {
@@ -1096,6 +1345,24 @@ fn lane_list(m: u32) -> String {
         format!("{} … ({} lanes)", v[..8].join(","), v.len())
     } else {
         v.join(",")
+    }
+}
+
+/// The rendezvous kind of a warp-synchronous instruction, `None` for any other.
+fn sync_kind(op: &Op) -> Option<SyncKind> {
+    match op {
+        Op::WarpSync { .. } => Some(SyncKind::WarpSync),
+        Op::Shfl { mode, .. } => Some(SyncKind::Shfl(*mode)),
+        Op::Vote { mode, .. } => Some(SyncKind::Vote(*mode)),
+        _ => None,
+    }
+}
+
+fn sync_name(kind: SyncKind) -> &'static str {
+    match kind {
+        SyncKind::WarpSync => "bar.warp.sync",
+        SyncKind::Shfl(_) => "shfl.sync",
+        SyncKind::Vote(_) => "vote.sync",
     }
 }
 
@@ -1125,29 +1392,4 @@ fn shfl_source(mode: ShflMode, lane: u32, b: u32, c: u32) -> (u32, bool) {
         }
     };
     if ok { (j as u32, true) } else { (lane, false) }
-}
-
-/// `a op b` over 32 lanes, with the common 32- and 64-bit adds and ANDs in straight loops.
-#[inline]
-fn int_lanes(op: IntOp, ty: Ty, a: &[u64; 32], b: &[u64; 32]) -> [u64; 32] {
-    match (op, ty.bits()) {
-        (IntOp::Add, 64) => std::array::from_fn(|l| a[l].wrapping_add(b[l])),
-        (IntOp::Add, 32) => std::array::from_fn(|l| (a[l] as u32).wrapping_add(b[l] as u32) as u64),
-        _ => std::array::from_fn(|l| alu::int(op, ty, a[l], b[l])),
-    }
-}
-
-/// `a op b` over 32 lanes of floats.
-#[inline]
-fn float_lanes(op: FloatOp, ty: Ty, ftz: bool, a: &[u64; 32], b: &[u64; 32]) -> [u64; 32] {
-    if ty == Ty::F32 && !ftz {
-        let f = |x: u64| f32::from_bits(x as u32);
-        let g = |x: f32| x.to_bits() as u64;
-        match op {
-            FloatOp::Add => return std::array::from_fn(|l| g(f(a[l]) + f(b[l]))),
-            FloatOp::Mul => return std::array::from_fn(|l| g(f(a[l]) * f(b[l]))),
-            _ => {}
-        }
-    }
-    std::array::from_fn(|l| float::binary(op, ty, ftz, a[l], b[l]))
 }

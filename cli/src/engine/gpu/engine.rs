@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
 use qwenmk_kernels::step::host::rope_table;
+use qwenmk_kernels::step::sync::{Stage, StepError};
 use qwenmk_kernels::step::{LaunchShape, LayerPointers, StepControl, StepParams};
 use qwenmk_weights::PackedModel;
 
@@ -135,24 +136,23 @@ impl GpuEngine {
         debug_assert!(bytes_needed(payload.len() as u64, &plan) > 0);
 
         let stream = kernel.stream().clone();
-        let upload = |what: &str| format!("uploading the {what} to the GPU");
         let weights = stream
             .clone_htod(payload)
-            .with_context(|| upload("weights"))?;
+            .map_err(|e| device_memory(e, "weights", payload.len()))?;
         let pointers = WeightPointers::new(&model, address(&weights, &stream));
         let layer_bytes = layer_table_bytes(&pointers.layers);
         let layers = stream
             .clone_htod(&layer_bytes)
-            .with_context(|| upload("layer table"))?;
+            .map_err(|e| device_memory(e, "layer table", layer_bytes.len()))?;
         let rope = rope_table(config.rope_theta, plan.dims.head_dim, plan.dims.max_context);
         let rope = stream
             .clone_htod(&rope)
-            .with_context(|| upload("RoPE table"))?;
+            .map_err(|e| device_memory(e, "RoPE table", rope.len() * 4))?;
         let lens = plan.buffers();
         let zeros = |n: usize, what: &str| {
             stream
                 .alloc_zeros::<f32>(n.max(1))
-                .with_context(|| format!("allocating the {what} on the GPU"))
+                .map_err(|e| device_memory(e, what, n.max(1) * 4))
         };
         let buffers = DeviceBuffers {
             _k_cache: zeros(lens.kv_cache, "K cache")?,
@@ -164,7 +164,7 @@ impl GpuEngine {
             _act: zeros(lens.act, "MLP activations")?,
             control: stream
                 .alloc_zeros::<u32>(CONTROL_WORDS)
-                .context("allocating the control block on the GPU")?,
+                .map_err(|e| device_memory(e, "control block", CONTROL_WORDS * 4))?,
             _weights: weights,
             _layers: layers,
             _rope: rope,
@@ -329,6 +329,27 @@ impl GpuEngine {
     }
 }
 
+/// The sentence for a failed upload or allocation of `bytes` bytes for `what`: running out of
+/// device memory says so and what to do; any other driver error is passed on.
+fn device_memory(e: cudarc::driver::DriverError, what: &str, bytes: usize) -> anyhow::Error {
+    use cudarc::driver::sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY;
+    if e.0 == CUDA_ERROR_OUT_OF_MEMORY {
+        anyhow::anyhow!(
+            "not enough GPU memory: allocating {:.1} MiB for the {what} failed; lower \
+             --max-context, or close other programs that use the GPU",
+            bytes as f64 / (1u64 << 20) as f64
+        )
+    } else {
+        anyhow::anyhow!(e).context(format!("putting the {what} on the GPU"))
+    }
+}
+
+/// True when the kernel refused the step at its entry (bad token, full context, layout
+/// mismatch), which every block decides alike before any block writes anything.
+fn refused_at_start(word: u32) -> bool {
+    StepError::decode(word).is_some_and(|e| e.stage == Stage::Start)
+}
+
 /// The layer pointer table as the bytes the kernel reads.
 fn layer_table_bytes(layers: &[LayerPointers]) -> Vec<u8> {
     layers
@@ -386,6 +407,12 @@ impl Engine for GpuEngine {
         let (next, error) = (control[0], control[4]);
         if error != 0 {
             let message = describe_step_error(error, &self.plan, self.position);
+            if refused_at_start(error) {
+                // Every block left at the step's entry, before writing anything: the KV cache
+                // and the barrier words are as they were. Clear the error and go on.
+                self.reset_control()?;
+                bail!(message);
+            }
             return Err(self.fail(message));
         }
         self.position += 1;

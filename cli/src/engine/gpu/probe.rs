@@ -5,6 +5,9 @@ use std::fmt;
 use cudarc::driver::CudaContext;
 use cudarc::driver::sys::CUdevice_attribute as Attribute;
 
+/// How the virtual GPU's stand-in driver names its device.
+pub const VIRTUAL_GPU_NAME_PREFIX: &str = "qwenmk virtual GPU";
+
 /// What `qwenmk info` prints about a GPU and what the engine checks before a launch.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GpuInfo {
@@ -27,6 +30,12 @@ impl GpuInfo {
     /// Peak DRAM bandwidth from the memory clock and bus width (double data rate), in bytes/s.
     pub fn peak_bandwidth_bytes_per_s(&self) -> f64 {
         2.0 * self.memory_clock_khz as f64 * 1e3 * (self.memory_bus_width_bits as f64 / 8.0)
+    }
+
+    /// True for the qwenmk virtual GPU (the PTX interpreter behind a stand-in driver, a test
+    /// tool): its times are its own clock's, not measurements.
+    pub fn is_virtual(&self) -> bool {
+        self.name.starts_with(VIRTUAL_GPU_NAME_PREFIX)
     }
 
     /// True when the embedded PTX can run on this GPU.

@@ -1,0 +1,331 @@
+//! The gpu engine and the embedded PTX, run on the virtual GPU: the exact PTX rustc produced,
+//! launched by the real host code (cudarc, the stand-in driver), must reproduce Hugging Face's
+//! tokens like the cpu engine does — raw and chat, GQA 2 and 4, a long prompt whose attention
+//! splits into several chunks, 4 and 132 SMs, weak memory visibility — and every failure the
+//! driver or the kernel can report must come out as one sentence and a non-zero exit.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Sandbox, assert_success, fixture, ids, reference_case, rerun_on_vgpu, split_json};
+use qwenmk::engine::Engine;
+use qwenmk::engine::cpu::CpuEngine;
+use qwenmk::engine::gpu::GpuEngine;
+use qwenmk_weights::{PackedModel, pack_safetensors};
+
+/// `generate --json` of a reference case on `device`; returns the generated ids.
+fn generate(
+    sandbox: &Sandbox,
+    checkpoint: &str,
+    case: &str,
+    device: &str,
+    n: usize,
+    settings: &[(&str, &str)],
+) -> Vec<u32> {
+    let case = reference_case(checkpoint, case);
+    let model = fixture(checkpoint);
+    let n_text = n.to_string();
+    let mut args = vec![
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        device,
+        "--json",
+        "--ignore-eos",
+        "-n",
+        &n_text,
+    ];
+    let prompt = case.prompt_args();
+    args.extend(prompt.iter().map(String::as_str));
+    let output = if device == "gpu" {
+        sandbox.qwenmk_vgpu(&args, settings)
+    } else {
+        sandbox.qwenmk(&args)
+    };
+    let stderr = assert_success(&output);
+    let (_, json) = split_json(&output);
+    assert_eq!(ids(&json["prompt_tokens"]), case.prompt_ids, "{stderr}");
+    assert_eq!(json["stats"]["engine"], device);
+    ids(&json["tokens"])
+}
+
+/// The gpu engine's tokens equal the cpu engine's and transformers' for one case.
+fn check(checkpoint: &str, case: &str, n: usize, settings: &[(&str, &str)]) {
+    let sandbox = Sandbox::new();
+    let want = reference_case(checkpoint, case).generated_ids[..n].to_vec();
+    let cpu = generate(&sandbox, checkpoint, case, "cpu", n, &[]);
+    assert_eq!(cpu, want, "{checkpoint}/{case}: cpu against transformers");
+    let gpu = generate(&sandbox, checkpoint, case, "gpu", n, settings);
+    assert_eq!(
+        gpu, want,
+        "{checkpoint}/{case} on the virtual GPU {settings:?}"
+    );
+}
+
+#[test]
+fn info_names_the_virtual_device() {
+    let output = Sandbox::new().qwenmk_vgpu(&["info"], &[("QWENMK_VGPU_SMS", "132")]);
+    let stdout = common::stdout(&output);
+    assert_success(&output);
+    assert!(
+        stdout.contains("qwenmk virtual GPU (PTX interpreter)") && stdout.contains("132 SMs"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("registers"), "{stdout}");
+}
+
+#[test]
+fn a_raw_prompt_on_gqa2_matches_transformers() {
+    check("tiny-gqa2", "raw-france", 12, &[]);
+}
+
+#[test]
+fn a_chat_prompt_on_gqa4_matches_transformers() {
+    check("tiny-gqa4", "chat-haiku", 12, &[]);
+}
+
+#[test]
+fn an_h100_shaped_grid_of_132_sms_matches_transformers() {
+    check("tiny-gqa4", "raw-france", 6, &[("QWENMK_VGPU_SMS", "132")]);
+}
+
+#[test]
+fn weak_memory_visibility_changes_nothing() {
+    // Stores of one block reach the others only at its releases (and at random earlier
+    // points), and plain loads may be stale until an acquire: the step's barriers must carry
+    // every value across, or this fails with a data race report or other tokens.
+    check(
+        "tiny-gqa2",
+        "chat-system-unicode",
+        6,
+        &[("QWENMK_VGPU_WEAK", "1"), ("QWENMK_VGPU_SEED", "7")],
+    );
+}
+
+fn packed(checkpoint: &str) -> (tempfile::TempDir, Arc<PackedModel>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.qwenmk");
+    pack_safetensors(&fixture(checkpoint), &path, |_| {}).unwrap();
+    let model = Arc::new(PackedModel::open(&path).unwrap());
+    (dir, model)
+}
+
+fn gpu_engine(model: Arc<PackedModel>, context: usize) -> GpuEngine {
+    GpuEngine::new(model, Some(context), &mut |_| {}).expect("the gpu engine starts")
+}
+
+/// Teacher forcing: transformers' own tokens as a 105-token prompt, then 40 more, compared with
+/// transformers' continuation. At this length attention splits into several chunks.
+#[test]
+fn a_long_prompt_splits_attention_and_still_matches_transformers() {
+    if rerun_on_vgpu(
+        "a_long_prompt_splits_attention_and_still_matches_transformers",
+        &[],
+    ) {
+        return;
+    }
+    let case = reference_case("tiny-gqa2", "raw-france");
+    let (_dir, model) = packed("tiny-gqa2");
+    let mut engine = gpu_engine(model, 256);
+    let mut prompt = case.prompt_ids.clone();
+    prompt.extend(&case.generated_ids[..100]);
+    assert!(prompt.len() >= 100);
+    let last = prompt.len() + 40;
+    assert!(
+        engine.plan().attention_split(last as u32).splits > 1,
+        "the test must reach several attention chunks"
+    );
+    let mut next = engine.prefill(&prompt).unwrap();
+    let mut generated = Vec::new();
+    for _ in 0..40 {
+        generated.push(next);
+        next = engine.step(next).unwrap();
+    }
+    assert_eq!(generated, case.generated_ids[100..140]);
+}
+
+#[test]
+fn a_bad_token_is_refused_by_the_kernel_and_decoding_goes_on() {
+    if rerun_on_vgpu(
+        "a_bad_token_is_refused_by_the_kernel_and_decoding_goes_on",
+        &[],
+    ) {
+        return;
+    }
+    let (_dir, model) = packed("tiny-gqa4");
+    let vocab = model.config().vocab_size as u32;
+    let mut gpu = gpu_engine(model.clone(), 16);
+    let error = gpu.step(vocab + 3).unwrap_err().to_string();
+    assert!(error.contains("outside the model's vocabulary"), "{error}");
+    assert_eq!(gpu.position(), 0);
+    // The kernel refused at its entry, before any write: the engine goes on.
+    let mut cpu = CpuEngine::new(model, 16).unwrap();
+    for token in [9u32, 1000, 151_000] {
+        assert_eq!(gpu.step(token).unwrap(), cpu.step(token).unwrap());
+    }
+}
+
+#[test]
+fn a_full_context_is_an_error() {
+    if rerun_on_vgpu("a_full_context_is_an_error", &[]) {
+        return;
+    }
+    let (_dir, model) = packed("tiny-gqa2");
+    let mut engine = gpu_engine(model, 3);
+    for token in [1u32, 2, 3] {
+        engine.step(token).unwrap();
+    }
+    let error = engine.step(4).unwrap_err().to_string();
+    assert!(error.contains("context is full at 3 tokens"), "{error}");
+}
+
+/// Half the grid resident (another program holding SMs): the first step times out, the steps
+/// queued behind it leave at their start, and the engine refuses to go on rather than trust
+/// the device's words.
+#[test]
+fn a_timeout_in_queued_steps_stops_the_engine() {
+    if rerun_on_vgpu(
+        "a_timeout_in_queued_steps_stops_the_engine",
+        &[("QWENMK_VGPU_FAULT", "residency")],
+    ) {
+        return;
+    }
+    let (_dir, model) = packed("tiny-gqa2");
+    let mut engine = gpu_engine(model, 16);
+    let error = engine.decode_timed(5, 4).unwrap_err().to_string();
+    assert!(
+        error.contains("timed out") && error.contains("not every block of the grid"),
+        "{error}"
+    );
+    assert_eq!(
+        engine.position(),
+        0,
+        "nothing the failed steps did is adopted"
+    );
+    let again = engine.step(5).unwrap_err().to_string();
+    assert!(
+        again.contains("stopped after an earlier failure"),
+        "{again}"
+    );
+}
+
+/// `generate` on the virtual GPU with a failure injected: one sentence, non-zero exit.
+fn injected(fault: &str) -> String {
+    let sandbox = Sandbox::new();
+    let model = fixture("tiny-gqa2");
+    let output = sandbox.qwenmk_vgpu(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--device",
+            "gpu",
+            "-n",
+            "2",
+            "Hi",
+        ],
+        &[("QWENMK_VGPU_FAULT", fault)],
+    );
+    let stderr = common::stderr(&output);
+    assert!(!output.status.success(), "{fault}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{fault}: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{fault}: one sentence: {stderr}");
+    errors[0].to_owned()
+}
+
+#[test]
+fn injected_driver_failures_are_sentences() {
+    let oom = injected("alloc");
+    assert!(oom.contains("not enough GPU memory"), "{oom}");
+    let launch = injected("launch");
+    assert!(
+        launch.contains("launching the decode step failed")
+            && launch.contains("CUDA_ERROR_LAUNCH_FAILED"),
+        "{launch}"
+    );
+    let too_big = injected("occupancy");
+    assert!(
+        too_big.contains("cannot run all") && too_big.contains("at once"),
+        "{too_big}"
+    );
+    let timeout = injected("residency");
+    assert!(
+        timeout.contains("timed out") && timeout.contains("not every block of the grid"),
+        "{timeout}"
+    );
+}
+
+#[test]
+fn bench_runs_and_labels_its_times_virtual() {
+    let sandbox = Sandbox::new();
+    let model = fixture("tiny-gqa2");
+    let run = |format: &str| {
+        let output = sandbox.qwenmk_vgpu(
+            &[
+                "bench",
+                "--model",
+                model.to_str().unwrap(),
+                "--device",
+                "gpu",
+                "--depth",
+                "0,8",
+                "--tokens",
+                "2",
+                "--repetitions",
+                "1",
+                "--warmup",
+                "0",
+                "-o",
+                format,
+            ],
+            &[],
+        );
+        assert_success(&output);
+        common::stdout(&output)
+    };
+    let json: serde_json::Value = serde_json::from_str(&run("json")).expect("bench JSON");
+    assert_eq!(json["time"], "virtual", "{json}");
+    assert!(
+        json["timer"]
+            .as_str()
+            .unwrap()
+            .contains("not a measurement")
+    );
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["tok_s_mean"].as_f64().unwrap() > 0.0)
+    );
+    let md = run("md");
+    assert!(
+        md.contains("gpu (virtual)") && md.contains("Times are virtual"),
+        "{md}"
+    );
+}
+
+#[test]
+fn auto_passes_over_the_virtual_gpu() {
+    let sandbox = Sandbox::new();
+    let model = fixture("tiny-gqa2");
+    let output = sandbox.qwenmk_vgpu(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--json",
+            "-n",
+            "2",
+            "Hi",
+        ],
+        &[],
+    );
+    let stderr = assert_success(&output);
+    let (_, json) = split_json(&output);
+    assert_eq!(json["stats"]["engine"], "cpu");
+    assert!(stderr.contains("qwenmk virtual GPU"), "{stderr}");
+}
