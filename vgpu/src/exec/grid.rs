@@ -330,10 +330,11 @@ impl<'a> Grid<'a> {
             if matches!(w.state, WarpState::Done | WarpState::Empty) {
                 continue;
             }
-            let what = match w.state {
-                WarpState::Barrier(id) => format!("waits at bar.sync {id}"),
-                WarpState::Sleeping(_) => "sleeps in a polling loop".to_string(),
-                _ => "is ready".to_string(),
+            // A warp at a barrier or asleep has moved past that instruction: name it.
+            let (what, back) = match w.state {
+                WarpState::Barrier(id) => (format!("waits at bar.sync {id}"), 1),
+                WarpState::Sleeping(_) => ("sleeps in a polling loop".to_string(), 1),
+                _ => ("is ready".to_string(), 0),
             };
             let pcs: Vec<String> = w
                 .stack
@@ -341,11 +342,12 @@ impl<'a> Grid<'a> {
                 .rev()
                 .filter(|e| e.mask != 0)
                 .map(|e| {
-                    let line = self.ctx.kernel.insts[e.pc as usize].line;
+                    let pc = e.pc.saturating_sub(back) as usize;
+                    let line = self.ctx.kernel.insts[pc].line;
                     format!("{} ({} lanes)", self.line_text(line), e.mask.count_ones())
                 })
                 .collect();
-            let key = format!("{what} after {}", pcs.join(" and "));
+            let key = format!("{what} at {}", pcs.join(" and "));
             groups
                 .entry(key)
                 .or_default()

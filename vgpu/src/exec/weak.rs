@@ -290,10 +290,31 @@ impl Weak {
         len: usize,
     ) -> Result<(), String> {
         self.check_race(slot, addr, len, "an atomic touched")?;
-        for (line, ..) in pieces(addr, len).collect::<Vec<_>>() {
-            if self.pending[slot].contains_key(&line) {
+        for (line, from, n, _) in pieces(addr, len).collect::<Vec<_>>() {
+            // Only the bytes the atomic touches: the rest of the line stays unpublished.
+            let want = byte_mask(from, n);
+            let mut emptied = false;
+            if let Some(p) = self.pending[slot].get_mut(&line)
+                && p.valid & want != 0
+            {
+                let (f, e) = (from as usize, (from + n) as usize);
+                for i in f..e {
+                    if p.valid & (1 << i) != 0 {
+                        write_bytes(mem, line + i as u64, &p.data[i..i + 1]);
+                    }
+                }
+                p.valid &= !want;
+                emptied = p.valid == 0;
+            }
+            if emptied {
                 self.order[slot].retain(|&l| l != line);
-                self.publish_line(mem, slot, line);
+                self.pending[slot].remove(&line);
+                if let Some(h) = self.holders.get_mut(&line) {
+                    *h -= 1;
+                    if *h == 0 {
+                        self.holders.remove(&line);
+                    }
+                }
             }
             self.l1[slot].remove(&line);
         }

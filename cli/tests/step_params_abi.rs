@@ -1,0 +1,134 @@
+//! The host's `StepParams` and the kernel's parameter, as the embedded PTX declares and reads
+//! it, have one layout: the same size and alignment, every load of the parameter covers whole
+//! fields, and every pointer field is read as one 64-bit value at its offset.
+
+use std::mem::{align_of, offset_of, size_of};
+
+use qwenmk::ptx::KERNELS_PTX;
+use qwenmk_kernels::kernel_names::DECODE_STEP;
+use qwenmk_kernels::step::{LaunchShape, ModelDims, StepParams};
+use qwenmk_vgpu::ptx::{AddressBase, Operand, Statement, parse, type_bytes};
+
+/// (offset, bytes) of every scalar field of `StepParams`, nested structs flattened.
+fn fields() -> Vec<(usize, usize, &'static str)> {
+    let dims = offset_of!(StepParams, dims);
+    let shape = offset_of!(StepParams, shape);
+    let mut v = vec![
+        (dims + offset_of!(ModelDims, hidden), 4, "hidden"),
+        (
+            dims + offset_of!(ModelDims, intermediate),
+            4,
+            "intermediate",
+        ),
+        (dims + offset_of!(ModelDims, layers), 4, "layers"),
+        (dims + offset_of!(ModelDims, q_heads), 4, "q_heads"),
+        (dims + offset_of!(ModelDims, kv_heads), 4, "kv_heads"),
+        (dims + offset_of!(ModelDims, head_dim), 4, "head_dim"),
+        (dims + offset_of!(ModelDims, vocab), 4, "vocab"),
+        (dims + offset_of!(ModelDims, max_context), 4, "max_context"),
+        (dims + offset_of!(ModelDims, rms_eps), 4, "rms_eps"),
+        (
+            dims + offset_of!(ModelDims, attention_scale),
+            4,
+            "attention_scale",
+        ),
+        (
+            shape + offset_of!(LaunchShape, lanes_per_row),
+            4,
+            "lanes_per_row",
+        ),
+        (shape + offset_of!(LaunchShape, min_chunk), 4, "min_chunk"),
+        (shape + offset_of!(LaunchShape, max_chunk), 4, "max_chunk"),
+        (
+            shape + offset_of!(LaunchShape, reserved),
+            4,
+            "shape.reserved",
+        ),
+        (
+            shape + offset_of!(LaunchShape, spin_limit_ns),
+            8,
+            "spin_limit_ns",
+        ),
+        (offset_of!(StepParams, max_splits), 4, "max_splits"),
+        (offset_of!(StepParams, abi_bytes), 4, "abi_bytes"),
+    ];
+    let pointers = [
+        (offset_of!(StepParams, embedding), "embedding"),
+        (offset_of!(StepParams, lm_head), "lm_head"),
+        (offset_of!(StepParams, final_norm), "final_norm"),
+        (offset_of!(StepParams, layers), "layers"),
+        (offset_of!(StepParams, rope), "rope"),
+        (offset_of!(StepParams, k_cache), "k_cache"),
+        (offset_of!(StepParams, v_cache), "v_cache"),
+        (offset_of!(StepParams, x), "x"),
+        (offset_of!(StepParams, qkv), "qkv"),
+        (offset_of!(StepParams, attn_partial), "attn_partial"),
+        (offset_of!(StepParams, attn_out), "attn_out"),
+        (offset_of!(StepParams, act), "act"),
+        (offset_of!(StepParams, control), "control"),
+    ];
+    v.extend(pointers.iter().map(|&(o, n)| (o, 8, n)));
+    v.sort();
+    v
+}
+
+#[test]
+fn the_kernel_parameter_has_the_host_layout() {
+    let module = parse(KERNELS_PTX).expect("the embedded PTX parses");
+    let entry = module
+        .functions
+        .iter()
+        .find(|f| f.name == DECODE_STEP)
+        .expect("the decode step is in the module");
+    assert_eq!(entry.params.len(), 1, "one by-value parameter");
+    let param = &entry.params[0];
+    assert_eq!(param.bytes as usize, size_of::<StepParams>(), "size");
+    assert_eq!(param.align as usize, align_of::<StepParams>(), "alignment");
+
+    let fields = fields();
+    // The fields tile the struct: nothing is missing from the list above.
+    let covered: usize = fields.iter().map(|f| f.1).sum();
+    assert_eq!(covered, size_of::<StepParams>(), "{fields:?}");
+    let starts: Vec<usize> = fields.iter().map(|f| f.0).collect();
+    let ends: Vec<usize> = fields.iter().map(|f| f.0 + f.1).collect();
+
+    let mut loads = Vec::new();
+    for s in &entry.body {
+        let Statement::Instruction(i) = s else {
+            continue;
+        };
+        if !i.opcode.starts_with("ld.param") {
+            continue;
+        }
+        let Some(Operand::Address(AddressBase::Symbol(name), offset)) = i.operands.get(1) else {
+            panic!("line {}: an ld.param without a symbol address", i.line)
+        };
+        assert_eq!(name, &param.name, "line {}", i.line);
+        let ty = i.opcode.rsplit('.').next().unwrap();
+        let vector = if i.opcode.contains(".v2") {
+            2
+        } else if i.opcode.contains(".v4") {
+            4
+        } else {
+            1
+        };
+        let width = type_bytes(ty).unwrap() as usize * vector;
+        let (at, end) = (*offset as usize, *offset as usize + width);
+        assert!(
+            starts.contains(&at) && ends.contains(&end),
+            "line {}: `{}` reads bytes {at}..{end}, which cut a field of StepParams \
+             ({fields:?})",
+            i.line,
+            i.opcode
+        );
+        loads.push((at, width));
+    }
+    for &(offset, bytes, name) in &fields {
+        if bytes == 8 && name != "spin_limit_ns" {
+            assert!(
+                loads.contains(&(offset, 8)),
+                "the pointer `{name}` at {offset} is never read as one 64-bit value"
+            );
+        }
+    }
+}
