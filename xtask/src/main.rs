@@ -4,6 +4,7 @@
 //! `run(args) -> anyhow::Result<()>` plus a one-line summary for the help text.
 
 mod fixtures;
+mod gpu_check;
 mod peers;
 mod ptx;
 mod vgpu;
@@ -23,6 +24,11 @@ const COMMANDS: &[Command] = &[
         name: "fixtures",
         summary: fixtures::SUMMARY,
         run: fixtures::run,
+    },
+    Command {
+        name: "gpu-check",
+        summary: gpu_check::SUMMARY,
+        run: gpu_check::run,
     },
     Command {
         name: "peers",

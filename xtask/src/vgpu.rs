@@ -41,38 +41,59 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target"))
 }
 
-/// Builds the release `qwenmk` and driver, and returns (qwenmk, directory holding
-/// `libcuda.so`).
-pub fn build() -> Result<(PathBuf, PathBuf)> {
+fn cargo_build_release(packages: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    command
         .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "qwenmk",
-            "-p",
-            "qwenmk-vgpu-driver",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building qwenmk and the virtual GPU driver failed");
+        .args(["build", "--release", "--quiet"]);
+    for p in packages {
+        command.args(["-p", p]);
     }
-    let release = target_dir().join("release");
-    let driver = release.join("libqwenmk_vgpu_driver.so");
+    let status = command.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("building {} failed", packages.join(" and "));
+    }
+    Ok(())
+}
+
+/// Builds the stand-in driver (release) and returns a directory that holds it as
+/// `libcuda.so` (`name` keeps concurrent users apart).
+pub fn build_driver(name: &str) -> Result<PathBuf> {
+    cargo_build_release(&["qwenmk-vgpu-driver"])?;
+    link_driver(name)
+}
+
+fn link_driver(name: &str) -> Result<PathBuf> {
+    let driver = target_dir()
+        .join("release")
+        .join("libqwenmk_vgpu_driver.so");
     if !driver.is_file() {
         bail!("the build left no {}", driver.display());
     }
-    let lib = target_dir().join("vgpu").join("lib");
+    let lib = target_dir().join("vgpu").join(name);
     std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
     let link = lib.join("libcuda.so");
-    // A fresh copy each time: a symlink would do, but a copy survives `cargo clean -p`.
+    // A copy, not a symlink: it survives `cargo clean -p` of the driver.
     std::fs::copy(&driver, &link)
         .with_context(|| format!("copying the driver to {}", link.display()))?;
-    Ok((release.join("qwenmk"), lib))
+    Ok(lib)
+}
+
+/// Builds the release `qwenmk` and driver, and returns (qwenmk, directory holding
+/// `libcuda.so`).
+pub fn build() -> Result<(PathBuf, PathBuf)> {
+    cargo_build_release(&["qwenmk", "qwenmk-vgpu-driver"])?;
+    Ok((
+        target_dir().join("release").join("qwenmk"),
+        link_driver("lib")?,
+    ))
+}
+
+/// Builds the release `qwenmk` alone.
+pub fn build_qwenmk() -> Result<PathBuf> {
+    cargo_build_release(&["qwenmk"])?;
+    Ok(target_dir().join("release").join("qwenmk"))
 }
 
 /// `LD_LIBRARY_PATH` with `lib` first.
