@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod generate;
 pub mod info;
+pub mod model;
 pub mod pack;
 
 use anyhow::Result;

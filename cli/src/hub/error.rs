@@ -25,10 +25,17 @@ pub enum HubError {
     LocalDirMissing { path: PathBuf },
 
     #[error(
-        "--model {path} is a file; give the directory that holds config.json, tokenizer.json and \
-         the safetensors weights"
+        "--model {path} is a file but not a qwenmk packed model; give a .qwenmk file written by \
+         `qwenmk pack`, or the directory that holds config.json, tokenizer.json and the \
+         safetensors weights"
     )]
     LocalIsFile { path: PathBuf },
+
+    #[error(
+        "--model {path} is already a packed model: `qwenmk pack` converts checkpoints (a \
+         directory or a hub repo); run it directly with `qwenmk generate -m {path}`"
+    )]
+    AlreadyPacked { path: PathBuf },
 
     #[error(
         "{dir} has no config.json, so it is not a model directory; point --model at a directory \
