@@ -2,7 +2,7 @@
 //!
 //! A hub repo lives in the standard Hugging Face cache (shared with Python's `huggingface_hub`):
 //! `<hub cache>/models--{org}--{name}/{blobs, snapshots/<commit>, refs/<revision>}`.
-//! Resolution is cache-first, like hf-hub's `get`: a revision whose snapshot is complete in the
+//! Resolution is cache-first, like huggingface_hub's `hf_hub_download`: a revision whose snapshot is complete in the
 //! cache is used without touching the network (to pick up a newer commit of a branch, pass
 //! `--revision <commit>` or delete `refs/<branch>`). Otherwise the files are downloaded, unless
 //! `--offline` or `HF_HUB_OFFLINE=1`, in which case the error names the path that was searched.
@@ -13,6 +13,7 @@ mod cache;
 mod download;
 mod error;
 mod files;
+pub mod http;
 mod packed;
 mod settings;
 
