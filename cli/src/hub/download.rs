@@ -74,7 +74,13 @@ pub fn download(
         }
     }
 
-    // 3. The user's revision now points at the snapshot (a commit needs no ref).
+    // 3. What killed processes left: `.incomplete` blobs nobody writes (this run resumed its own).
+    sweep_stale_incomplete(
+        &repo_dir.join("blobs"),
+        &settings.hub_cache.join(".locks").join(repo_folder(repo_id)),
+    );
+
+    // 4. The user's revision now points at the snapshot (a commit needs no ref).
     if revision != commit {
         let path = repo_dir.join("refs").join(revision);
         if let Some(parent) = path.parent() {
@@ -215,7 +221,6 @@ impl Context<'_> {
                 .join(repo_folder(self.repo_id));
             std::fs::create_dir_all(&locks).map_err(|source| io(&locks, source))?;
             let lock = self.lock(&locks.join(format!("{}.lock", meta.etag)))?;
-            sweep_stale_incomplete(&blobs, &locks, &meta.etag);
             // Another process may have finished it while we waited for the lock.
             if !blob.is_file() {
                 self.download_blob(&meta, &blob, file, bars)?;
@@ -500,9 +505,9 @@ fn incomplete_path(blob: &Path) -> PathBuf {
 }
 
 /// Removes `.incomplete` blobs of this repo that no process is writing (their lock is free):
-/// left by a process that was killed before it could clean up. `keep` (the blob about to be
-/// downloaded, whose lock we hold) is resumed instead.
-fn sweep_stale_incomplete(blobs: &Path, locks: &Path, keep: &str) {
+/// left by a process that was killed before it could clean up. Run after this run's own
+/// downloads, which resume such a file instead when they need it.
+fn sweep_stale_incomplete(blobs: &Path, locks: &Path) {
     let Ok(entries) = std::fs::read_dir(blobs) else {
         return;
     };
@@ -511,7 +516,7 @@ fn sweep_stale_incomplete(blobs: &Path, locks: &Path, keep: &str) {
         let Some(etag) = name.to_str().and_then(|n| n.strip_suffix(".incomplete")) else {
             continue;
         };
-        if etag == keep || !is_safe_blob_name(etag) {
+        if !is_safe_blob_name(etag) {
             continue;
         }
         let lock_path = locks.join(format!("{etag}.lock"));
