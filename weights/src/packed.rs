@@ -127,12 +127,11 @@ pub fn read_header(path: &Path) -> Result<PackedHeader, PackedError> {
         .map_err(read_err)?;
     let decoded =
         format::decode(&header).map_err(|f| header_error(f, path, header.len() as u64))?;
-    let config = ModelConfig::from_json_str(&decoded.config_json).map_err(|source| {
-        PackedError::Config {
+    let config =
+        ModelConfig::from_json_str(&decoded.config_json).map_err(|source| PackedError::Config {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
+        })?;
     Ok(PackedHeader {
         config,
         attachments: decoded
@@ -398,12 +397,11 @@ fn verify(bytes: &[u8], path: &Path) -> Result<Verified, PackedError> {
     }
 
     // 2. The config it carries, and the binary copy of its numbers the kernel reads.
-    let config = ModelConfig::from_json_str(&header.config_json).map_err(|source| {
-        PackedError::Config {
+    let config =
+        ModelConfig::from_json_str(&header.config_json).map_err(|source| PackedError::Config {
             path: path_buf.clone(),
             source,
-        }
-    })?;
+        })?;
     for ((name, stored), planned) in format::DIM_NAMES
         .iter()
         .zip(header.dims)

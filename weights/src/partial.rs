@@ -24,7 +24,9 @@ const PARTIAL_MARK: &str = ".partial-";
 
 fn registry() -> MutexGuard<'static, Vec<PathBuf>> {
     // A panic while holding the lock leaves a valid Vec behind; keep using it.
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Keeps `path` in the registry for as long as it lives.
@@ -190,9 +192,9 @@ pub fn parse_partial_name(name: &OsStr) -> Option<(OsString, u32)> {
 }
 
 /// Removes the partial files in `dir` (all of them, or only those for the target named
-/// `only_for`) whose writing process no longer runs. Returns what was removed; a folder that
-/// cannot be read sweeps nothing.
-pub fn sweep_stale(dir: &Path, only_for: Option<&OsStr>) -> Vec<PathBuf> {
+/// `only_for`) whose writing process no longer runs. Returns what was removed, with sizes; a
+/// folder that cannot be read sweeps nothing.
+pub fn sweep_stale(dir: &Path, only_for: Option<&OsStr>) -> Vec<(PathBuf, u64)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -207,8 +209,9 @@ pub fn sweep_stale(dir: &Path, only_for: Option<&OsStr>) -> Vec<PathBuf> {
             continue;
         }
         let path = entry.path();
+        let size = entry.metadata().map_or(0, |m| m.len());
         if entry.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(&path).is_ok() {
-            removed.push(path);
+            removed.push((path, size));
         }
     }
     removed
@@ -303,9 +306,9 @@ mod tests {
             std::fs::write(path, b"x").unwrap();
         }
         let removed = sweep_stale(dir.path(), Some(OsStr::new("a.qwenmk")));
-        assert_eq!(removed, vec![stale.clone()]);
+        assert_eq!(removed, vec![(stale.clone(), 1)]);
         assert!(other_target.exists() && live.exists());
-        assert_eq!(sweep_stale(dir.path(), None), vec![other_target]);
+        assert_eq!(sweep_stale(dir.path(), None), vec![(other_target, 1)]);
         assert!(live.exists());
     }
 

@@ -311,7 +311,12 @@ fn other_versions_say_which_way_to_go() {
     );
     assert_has(
         &err.to_string(),
-        &["older qwenmk", "tokenizer", "re-run `qwenmk pack`", "--stale"],
+        &[
+            "older qwenmk",
+            "tokenizer",
+            "re-run `qwenmk pack`",
+            "--stale",
+        ],
     );
     let header_err = qwenmk_weights::read_header(&path).unwrap_err();
     assert_eq!(header_err.to_string(), err.to_string());
@@ -327,7 +332,10 @@ fn damaged_attachment_table_is_malformed_not_a_panic() {
     pack_safetensors(src_dir.path(), &path, |_| {}).unwrap();
     let good = std::fs::read(&path).unwrap();
     let model = PackedModel::open(&path).unwrap();
-    assert_eq!(model.attachment("tokenizer.json"), Some(&b"{\"tok\": 1}"[..]));
+    assert_eq!(
+        model.attachment("tokenizer.json"),
+        Some(&b"{\"tok\": 1}"[..])
+    );
     drop(model);
     // Every single-byte change of the header is caught (by the checksum or a check after it),
     // and none panics.

@@ -31,9 +31,9 @@ impl ModelInput {
     pub fn resolve(args: &ModelArgs) -> Result<Self> {
         let settings = HubSettings::from_env()?;
         match ModelSource::parse(&args.model, &args.revision)? {
-            ModelSource::Packed(path) => Ok(ModelInput::Packed(Arc::new(PackedModel::open(
-                &path,
-            )?))),
+            ModelSource::Packed(path) => {
+                Ok(ModelInput::Packed(Arc::new(PackedModel::open(&path)?)))
+            }
             source => {
                 let files = source.fetch(args.offline, &settings)?;
                 let config = ModelConfig::from_file(&files.config)?;
@@ -72,7 +72,9 @@ impl ModelInput {
     /// The chat template (`tokenizer_config.json`, or `chat_template.jinja` beside it).
     pub fn chat_template(&self) -> Result<ChatTemplate> {
         match self {
-            ModelInput::Checkpoint { files, .. } => Ok(ChatTemplate::load(&files.tokenizer_config)?),
+            ModelInput::Checkpoint { files, .. } => {
+                Ok(ChatTemplate::load(&files.tokenizer_config)?)
+            }
             ModelInput::Packed(model) => {
                 let path = model.path();
                 let Some(config) = model.attachment(TOKENIZER_CONFIG_FILE) else {

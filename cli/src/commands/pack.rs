@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use qwenmk_weights::{PackSummary, pack_safetensors_with};
 
 use crate::cli::PackArgs;
-use crate::hub::{ModelFiles, Provenance, packed_cache_path};
+use crate::hub::{ModelFiles, PackedSource, packed_cache_path};
 use crate::prompt::{ChatTemplate, PromptTokenizer};
 
 pub fn run(args: &PackArgs) -> Result<()> {
@@ -92,7 +92,7 @@ pub fn run(args: &PackArgs) -> Result<()> {
 /// into place, so an existing file at `output` is replaced atomically, and a failed or
 /// interrupted pack leaves nothing behind. `output`'s folder must exist.
 pub fn pack_with_progress(files: &ModelFiles, output: &Path) -> Result<PackSummary> {
-    let provenance = Provenance::of(files)?;
+    let provenance = PackedSource::of(files)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(
             "packing {bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
@@ -128,10 +128,13 @@ fn check_model_files(files: &ModelFiles) -> Result<()> {
     Ok(())
 }
 
-/// Creates qwenmk's cache folder (the default place of packed files) when it is missing.
+/// Creates qwenmk's cache folder (the default place of packed files) when it is missing, and
+/// sweeps the partial files that killed runs left there.
 pub fn ensure_cache_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create qwenmk's cache folder {}", dir.display()))
+        .with_context(|| format!("cannot create qwenmk's cache folder {}", dir.display()))?;
+    super::cache::sweep_partials(dir);
+    Ok(())
 }
 
 /// Checks, before any long work, that a file can be written at `path` (given with `flag`): its

@@ -382,9 +382,7 @@ impl Context<'_> {
         if have > 0 {
             request = request.set("Range", &format!("bytes={have}-"));
         }
-        let response = request
-            .call()
-            .map_err(|e| (Failure::from_ureq(e), false))?;
+        let response = request.call().map_err(|e| (Failure::from_ureq(e), false))?;
         let resumed = response.status() == 206
             && response
                 .header("Content-Range")
@@ -487,14 +485,15 @@ fn tries_phrase(tries: u32) -> String {
 }
 
 fn progress_bar(size: u64, file: &str) -> ProgressBar {
-    ProgressBar::new(size).with_style(
-        ProgressStyle::with_template(
-            "{msg:24} {bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    ProgressBar::new(size)
+        .with_style(
+            ProgressStyle::with_template(
+                "{msg:24} {bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    )
-    .with_message(file.to_owned())
+        .with_message(file.to_owned())
 }
 
 /// `<blob>.incomplete`, huggingface_hub's name for a blob still arriving.

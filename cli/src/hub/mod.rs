@@ -23,8 +23,8 @@ pub use cache::{is_commit_hash, repo_folder};
 pub use error::HubError;
 pub use files::{ModelFiles, Origin};
 pub use packed::{
-    PACKED_EXTENSION, Provenance, SOURCE_ATTACHMENT, packed_cache_path, packed_cache_path_for_version,
-    source_key,
+    PACKED_EXTENSION, PackedSource, SOURCE_ATTACHMENT, packed_cache_path,
+    packed_cache_path_for_version, source_key,
 };
 pub use settings::{DEFAULT_ENDPOINT, HubSettings, PACKED_DIR_NAME};
 

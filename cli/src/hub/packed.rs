@@ -35,7 +35,7 @@ pub const SOURCE_ATTACHMENT: &str = "qwenmk-source.json";
 /// Where a packed file's weights came from, as recorded in [`SOURCE_ATTACHMENT`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Provenance {
+pub enum PackedSource {
     /// A hub snapshot.
     Hub {
         repo_id: String,
@@ -48,7 +48,7 @@ pub enum Provenance {
     Synthetic { label: String, seed: u64 },
 }
 
-impl Provenance {
+impl PackedSource {
     /// The provenance of `files`, with the key of their current contents.
     pub fn of(files: &ModelFiles) -> Result<Self, HubError> {
         Ok(match &files.origin {
@@ -56,12 +56,12 @@ impl Provenance {
                 repo_id,
                 revision,
                 commit,
-            } => Provenance::Hub {
+            } => PackedSource::Hub {
                 repo_id: repo_id.clone(),
                 revision: revision.clone(),
                 commit: commit.clone(),
             },
-            Origin::Local => Provenance::Local {
+            Origin::Local => PackedSource::Local {
                 dir: files
                     .dir
                     .canonicalize()
@@ -89,7 +89,7 @@ impl Provenance {
     /// `random Qwen3-0.6B, seed 0`.
     pub fn describe(&self) -> String {
         match self {
-            Provenance::Hub {
+            PackedSource::Hub {
                 repo_id,
                 revision,
                 commit,
@@ -101,8 +101,8 @@ impl Provenance {
                     format!("{repo_id}@{short} ({revision})")
                 }
             }
-            Provenance::Local { dir, .. } => dir.display().to_string(),
-            Provenance::Synthetic { label, seed } => format!("random {label}, seed {seed}"),
+            PackedSource::Local { dir, .. } => dir.display().to_string(),
+            PackedSource::Synthetic { label, seed } => format!("random {label}, seed {seed}"),
         }
     }
 }

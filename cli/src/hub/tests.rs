@@ -813,7 +813,10 @@ fn an_incomplete_blob_left_by_a_killed_process_is_resumed_and_others_swept() {
     let hub = fake_hub::FakeHub::start(COMMIT, &tiny_repo_files());
     let settings = hub_settings(root.path(), &hub);
     let blobs = settings.hub_cache.join("models--org--tiny/blobs");
-    write(&blobs.join("sha0004.incomplete"), &weights_bytes()[..70_000]);
+    write(
+        &blobs.join("sha0004.incomplete"),
+        &weights_bytes()[..70_000],
+    );
     // Another file's leftover, whose lock nobody holds.
     write(&blobs.join("stale0001.incomplete"), b"old bytes");
 

@@ -120,12 +120,13 @@ impl ChatTemplate {
         tokenizer_config_origin: &Path,
         jinja_origin: &Path,
     ) -> Result<Self, PromptError> {
-        let config: serde_json::Value = serde_json::from_str(tokenizer_config).map_err(|source| {
-            PromptError::TokenizerConfigParse {
-                path: tokenizer_config_origin.to_path_buf(),
-                source,
-            }
-        })?;
+        let config: serde_json::Value =
+            serde_json::from_str(tokenizer_config).map_err(|source| {
+                PromptError::TokenizerConfigParse {
+                    path: tokenizer_config_origin.to_path_buf(),
+                    source,
+                }
+            })?;
         let (source, source_path) = match jinja {
             Some(source) => (source, jinja_origin.to_path_buf()),
             None => {

@@ -177,7 +177,10 @@ fn serve(stream: TcpStream, repo: &Repo, log: &Mutex<Vec<Request>>) -> std::io::
             headers.push(("X-Linked-Etag", format!("\"sha{index:04}\"")));
             headers.push(("X-Linked-Size", bytes.len().to_string()));
             // `localhost`, another host name than the endpoint's: the token must not follow.
-            headers.push(("Location", format!("http://localhost:{}/cdn/{name}", port(&out))));
+            headers.push((
+                "Location",
+                format!("http://localhost:{}/cdn/{name}", port(&out)),
+            ));
             return respond(&mut out, "302 Found", &headers, b"", false);
         }
         if head {
