@@ -71,9 +71,41 @@ pub fn join_checkpoint(config: &[u8], weights: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A whole packed file's bytes, checked as [`PackedModel::open`] checks a file.
+/// A whole packed file's bytes, checked as [`PackedModel::open`] checks a file: once as given,
+/// and once with both checksum fields recomputed, so that the fuzzer also reaches the checks
+/// behind the checksums (a 64-bit hash is not something it can guess).
 pub fn packed_file(data: &[u8]) {
-    let _ = PackedModel::verify_bytes(data, Path::new("fuzz-input.qwenmk"));
+    let path = Path::new("fuzz-input.qwenmk");
+    let _ = PackedModel::verify_bytes(data, path);
+    if let Some(fixed) = with_valid_checksums(data) {
+        let _ = PackedModel::verify_bytes(&fixed, path);
+    }
+}
+
+/// `data` with its header and payload checksum fields set to match, where its header length
+/// and payload extent lie within it; `None` otherwise.
+pub fn with_valid_checksums(data: &[u8]) -> Option<Vec<u8>> {
+    let field = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
+    };
+    let header_len = u32::from_le_bytes(data.get(12..16)?.try_into().ok()?) as usize;
+    if header_len < 48 || header_len > data.len() {
+        return None;
+    }
+    let mut fixed = data.to_vec();
+    let (offset, len) = (field(24)?, field(32)?);
+    if let Some(payload) = usize::try_from(offset)
+        .ok()
+        .zip(usize::try_from(len).ok())
+        .and_then(|(o, l)| data.get(o..o.checked_add(l)?))
+    {
+        let checksum = xxhash_rust::xxh3::xxh3_64(payload);
+        fixed[40..48].copy_from_slice(&checksum.to_le_bytes());
+    }
+    fixed[16..24].fill(0);
+    let checksum = xxhash_rust::xxh3::xxh3_64(&fixed[..header_len]);
+    fixed[16..24].copy_from_slice(&checksum.to_le_bytes());
+    Some(fixed)
 }
 
 /// A scratch directory for [`checkpoint`], private to this process.

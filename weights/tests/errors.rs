@@ -349,3 +349,20 @@ fn damaged_attachment_table_is_malformed_not_a_panic() {
         );
     }
 }
+
+/// A well-formed header whose config claims four billion layers over a two-entry table: the
+/// counts disagree before any table of that size is planned (fuzz/regressions/packed_file).
+#[test]
+fn a_layer_count_the_file_cannot_hold_allocates_nothing() {
+    let input = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/packed_file/four-billion-layers.bin"),
+    )
+    .unwrap();
+    let fixed = qwenmk_weights::fuzzing::with_valid_checksums(&input).unwrap();
+    let err = PackedModel::verify_bytes(&fixed, Path::new("x.qwenmk")).unwrap_err();
+    assert_has(
+        &err.to_string(),
+        &["lists 2 tensors", "implies 32000000002"],
+    );
+}
