@@ -201,4 +201,24 @@ fn short_fuzz_runs_find_no_crash() {
             .unwrap_or_default();
         eprintln!("fuzz target {target}: {seconds} s, {runs} inputs, no crash");
     }
+    remove_scratch_dirs();
+}
+
+/// The checkpoint target's scratch folders (one per fuzzing process, which libFuzzer ends
+/// without running destructors) whose process is gone.
+fn remove_scratch_dirs() {
+    let base = fuzzing::scratch_dir();
+    let Some(parent) = base.parent() else { return };
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("qwenmk-fuzz-")
+            .and_then(|p| p.parse().ok())
+        else {
+            continue;
+        };
+        if !qwenmk_weights::partial::process_is_running(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
