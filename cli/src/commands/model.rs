@@ -17,12 +17,15 @@ use crate::prompt::{ChatTemplate, PromptError, PromptTokenizer, StopTokens};
 
 /// A model ready to be run: its config is known, its weights may still need packing.
 pub enum ModelInput {
-    Checkpoint {
-        settings: HubSettings,
-        files: Box<ModelFiles>,
-        config: ModelConfig,
-    },
+    Checkpoint(Box<CheckpointInput>),
     Packed(Arc<PackedModel>),
+}
+
+/// A checkpoint's files and config, and the settings that locate qwenmk's cache.
+pub struct CheckpointInput {
+    pub settings: HubSettings,
+    pub files: ModelFiles,
+    pub config: ModelConfig,
 }
 
 impl ModelInput {
@@ -37,18 +40,18 @@ impl ModelInput {
             source => {
                 let files = source.fetch(args.offline, &settings)?;
                 let config = ModelConfig::from_file(&files.config)?;
-                Ok(ModelInput::Checkpoint {
+                Ok(ModelInput::Checkpoint(Box::new(CheckpointInput {
                     settings,
-                    files: Box::new(files),
+                    files,
                     config,
-                })
+                })))
             }
         }
     }
 
     pub fn config(&self) -> &ModelConfig {
         match self {
-            ModelInput::Checkpoint { config, .. } => config,
+            ModelInput::Checkpoint(c) => &c.config,
             ModelInput::Packed(model) => model.config(),
         }
     }
@@ -56,7 +59,7 @@ impl ModelInput {
     /// `tokenizer.json`, from the checkpoint or from inside the packed file.
     pub fn tokenizer(&self) -> Result<PromptTokenizer> {
         match self {
-            ModelInput::Checkpoint { files, .. } => Ok(PromptTokenizer::load(&files.tokenizer)?),
+            ModelInput::Checkpoint(c) => Ok(PromptTokenizer::load(&c.files.tokenizer)?),
             ModelInput::Packed(model) => {
                 let bytes = model.attachment(TOKENIZER_FILE).ok_or_else(|| {
                     missing_inside(model.path(), TOKENIZER_FILE, "to encode a prompt")
@@ -72,9 +75,7 @@ impl ModelInput {
     /// The chat template (`tokenizer_config.json`, or `chat_template.jinja` beside it).
     pub fn chat_template(&self) -> Result<ChatTemplate> {
         match self {
-            ModelInput::Checkpoint { files, .. } => {
-                Ok(ChatTemplate::load(&files.tokenizer_config)?)
-            }
+            ModelInput::Checkpoint(c) => Ok(ChatTemplate::load(&c.files.tokenizer_config)?),
             ModelInput::Packed(model) => {
                 let path = model.path();
                 let Some(config) = model.attachment(TOKENIZER_CONFIG_FILE) else {
@@ -102,9 +103,9 @@ impl ModelInput {
     /// end markers (see [`StopTokens`]).
     pub fn stop_tokens(&self, tokenizer: &PromptTokenizer) -> Result<StopTokens> {
         match self {
-            ModelInput::Checkpoint { files, .. } => Ok(StopTokens::load(
-                files.generation_config.as_deref(),
-                Some(&files.config),
+            ModelInput::Checkpoint(c) => Ok(StopTokens::load(
+                c.files.generation_config.as_deref(),
+                Some(&c.files.config),
                 tokenizer,
             )?),
             ModelInput::Packed(model) => {
@@ -129,10 +130,10 @@ impl ModelInput {
     /// (packed on first use, see [`super::generate::open_or_pack`]).
     pub fn weights(&self, notice: &mut dyn FnMut(&str)) -> Result<Arc<PackedModel>> {
         match self {
-            ModelInput::Checkpoint {
-                settings, files, ..
-            } => Ok(Arc::new(super::generate::open_or_pack(
-                files, settings, notice,
+            ModelInput::Checkpoint(c) => Ok(Arc::new(super::generate::open_or_pack(
+                &c.files,
+                &c.settings,
+                notice,
             )?)),
             ModelInput::Packed(model) => Ok(model.clone()),
         }
