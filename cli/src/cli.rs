@@ -24,6 +24,11 @@ pub enum Command {
     Pack(PackArgs),
     /// Show the GPU, the driver and the embedded kernels.
     Info(InfoArgs),
+    /// List the packed models in qwenmk's cache: name, source, size, date, and whether each is
+    /// stale (its source changed, or an older format).
+    Ls(LsArgs),
+    /// Remove packed models from qwenmk's cache: by name (or source), or every stale one.
+    Rm(RmArgs),
     /// Measure decode speed at several KV-cache depths: tok/s, µs per token, effective GB/s,
     /// % of the GPU's peak bandwidth and the bandwidth roofline.
     ///
@@ -36,7 +41,8 @@ pub enum Command {
 /// Where the model comes from: a local directory or a Hugging Face hub repository.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// A local checkpoint directory (with config.json) or a hub repository id.
+    /// A local checkpoint directory (with config.json), a hub repository id, or (for `generate`
+    /// and `bench`) a packed .qwenmk file from `qwenmk pack -o`, which needs nothing else.
     #[arg(long, short = 'm', default_value = "Qwen/Qwen3-0.6B")]
     pub model: String,
     /// The hub revision (branch, tag or commit) to use.
@@ -52,8 +58,10 @@ pub struct PackArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Where to write the packed file (default: qwenmk's cache beside the Hugging Face cache,
-    /// the file `generate` uses). An existing file is replaced atomically. The summary goes to
-    /// stderr, the path of the file to stdout.
+    /// the file `generate` uses). Its folder must exist. An existing file is replaced
+    /// atomically. The file carries the tokenizer, chat template and generation config:
+    /// `qwenmk generate -m FILE` runs it with nothing beside it. The summary goes to stderr, the
+    /// path of the file to stdout.
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
 }
@@ -127,6 +135,28 @@ pub struct GenerateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// What to remove: a file name as `qwenmk ls` shows it (or a unique prefix), or a source (a
+    /// hub repo id such as Qwen/Qwen3-0.6B, a checkpoint directory) to remove all its packs.
+    #[arg(value_name = "NAME", required_unless_present = "stale")]
+    pub names: Vec<String>,
+    /// Remove every stale pack: its source changed since packing (a branch moved on, local
+    /// files were edited or deleted), or it is in an older format this qwenmk cannot read.
+    #[arg(long)]
+    pub stale: bool,
+    /// Say what would be removed, and remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct InfoArgs {
     /// Write the embedded PTX to stdout instead.
     #[arg(long)]
@@ -187,8 +217,9 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = BenchFormat::Md)]
     pub output: BenchFormat,
-    /// Also draw tok/s and % of peak bandwidth against depth into this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
+    /// Also draw tok/s and % of peak bandwidth against depth into this file: SVG or PNG, by its
+    /// extension. Its folder must exist; it is checked before the run.
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
     pub plot: Option<PathBuf>,
     /// Peer measurements from `cargo xtask peers` (JSON): adds qwenmk's ratio to each peer at
     /// every depth.

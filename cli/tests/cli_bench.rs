@@ -389,3 +389,71 @@ fn bad_flags_are_refused_with_a_sentence() {
         stderr(&output)
     );
 }
+
+#[test]
+fn the_plot_is_a_png_when_named_so() {
+    let sandbox = Sandbox::new();
+    let plot = sandbox.hf_home().join("bench.PNG");
+    let output = sandbox.qwenmk(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "--device",
+        "cpu",
+        "--depth",
+        "0",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert_success(&output);
+    let png = std::fs::read(&plot).expect("the plot was written");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "not a PNG: {:?}",
+        &png[..8]
+    );
+}
+
+#[test]
+fn a_bad_plot_path_is_refused_before_the_run() {
+    let sandbox = Sandbox::new();
+    let missing = sandbox.hf_home().join("no").join("such");
+    for (plot, phrases) in [
+        (
+            sandbox.hf_home().join("bench.jpg"),
+            vec!["bench.jpg", "SVG or PNG", ".svg or .png"],
+        ),
+        (
+            missing.join("bench.svg"),
+            vec!["does not exist", "mkdir -p"],
+        ),
+    ] {
+        let output = sandbox.qwenmk(&[
+            "bench",
+            "--synthetic",
+            "tiny",
+            "--device",
+            "cpu",
+            "--plot",
+            plot.to_str().unwrap(),
+        ]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{err}");
+        for phrase in phrases {
+            assert!(err.contains(phrase), "no {phrase:?} in: {err}");
+        }
+        assert!(
+            !err.contains("generating random weights") && !err.contains("KV cache"),
+            "the path is checked before any work: {err}"
+        );
+        assert!(!plot.exists());
+    }
+    assert!(
+        sandbox.packed_files().is_empty(),
+        "no weights were generated"
+    );
+}

@@ -148,10 +148,11 @@ fn pack_output_is_a_directory() {
 }
 
 #[test]
-fn pack_output_in_a_missing_directory_is_created() {
+fn pack_output_in_a_missing_directory_is_refused_naming_it() {
     let sandbox = Sandbox::new();
     let model = fixture("tiny-gqa2");
-    let out = sandbox.hf_home().join("new").join("dir").join("m.qwenmk");
+    let missing = sandbox.hf_home().join("new").join("dir");
+    let out = missing.join("m.qwenmk");
     let output = sandbox.qwenmk(&[
         "pack",
         "--model",
@@ -159,8 +160,30 @@ fn pack_output_in_a_missing_directory_is_created() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    common::assert_success(&output);
-    assert!(out.is_file());
+    let folder = missing.display().to_string();
+    assert_fails(&output, 1, &[&folder, "does not exist", "mkdir -p"]);
+    assert!(
+        !missing.exists(),
+        "no folder is created behind the user's back"
+    );
+}
+
+#[test]
+fn a_broken_config_says_its_parse_error_once() {
+    let sandbox = Sandbox::new();
+    let model = sandbox.copy_fixture("tiny-gqa2");
+    std::fs::write(model.join("config.json"), "{\"model_type\": \"qwen3\",").unwrap();
+    for output in [
+        generate(&sandbox, model.to_str().unwrap(), &[]),
+        sandbox.qwenmk(&["pack", "--model", model.to_str().unwrap()]),
+    ] {
+        let err = assert_fails(
+            &output,
+            1,
+            &["is not a valid model config", "EOF while parsing"],
+        );
+        assert_eq!(err.matches("EOF while parsing").count(), 1, "{err}");
+    }
 }
 
 #[test]

@@ -212,6 +212,26 @@ impl Checkpoint {
     /// Every tensor the packed layout needs is present as BF16 with the right shape, and no
     /// tensor belongs to a layer beyond `num_hidden_layers`.
     fn check(&self) -> Result<(), CheckpointError> {
+        // Each packed tensor needs at least one stored tensor: too few stored tensors means a
+        // layer count the files cannot back, found before a table of that size is planned.
+        let needed = crate::layout::tensor_count(&self.config);
+        if (self.location.len() as u64) < needed {
+            // The first absent one is found within the first (stored / 8 + 1) layers.
+            let layers = self.config.num_hidden_layers;
+            let ids = std::iter::once(TensorId::Embedding).chain((0..layers).flat_map(|layer| {
+                crate::layout::LayerPart::ALL
+                    .into_iter()
+                    .map(move |part| TensorId::Layer { layer, part })
+            }));
+            let missing = ids
+                .flat_map(source_names)
+                .find(|name| !self.location.contains_key(name))
+                .unwrap_or_else(|| "model.norm.weight".to_owned());
+            return Err(CheckpointError::MissingTensor {
+                name: missing,
+                location: self.describe_files(),
+            });
+        }
         for id in crate::layout::plan(&self.config).iter().map(|t| t.id) {
             for (name, shape) in self.sources(id) {
                 self.tensor_bytes(&name, &shape)?;

@@ -142,6 +142,11 @@ pub enum ConfigProblem {
     OddHeadDim { head_dim: usize },
     #[error("`{field}` is {value}, which is not a valid token id")]
     BadTokenId { field: &'static str, value: String },
+    #[error(
+        "its dimensions describe {bytes} bytes of weights, more than any file can hold; the \
+         numbers in config.json are wrong"
+    )]
+    Absurd { bytes: u128 },
 }
 
 impl ModelConfig {
@@ -413,6 +418,25 @@ impl RawConfig {
         let qkv_rows = (num_attention_heads + 2 * num_key_value_heads) as u64 * head_dim as u64;
         fits_u32("num_attention_heads * head_dim", qkv_rows)?;
         fits_u32("2 * intermediate_size", 2 * intermediate_size as u64)?;
+
+        // The whole layout's size must be a u64 with room to spare, so that no later offset
+        // arithmetic overflows and no table is planned for a model that cannot exist.
+        let (v, h, i, l) = (
+            vocab_size as u128,
+            hidden_size as u128,
+            intermediate_size as u128,
+            num_hidden_layers as u128,
+        );
+        let (q, kv) = (
+            (num_attention_heads * head_dim) as u128,
+            (num_key_value_heads * head_dim) as u128,
+        );
+        let per_layer = 2 * h + 2 * head_dim as u128 + (q + 2 * kv) * h + h * q + 3 * i * h;
+        let tensors = 3 + 8 * l;
+        let bytes = (2 * v * h + l * per_layer + h) * 2 + tensors * 256;
+        if bytes > u128::from(u64::MAX / 4) {
+            return Err(ConfigProblem::Absurd { bytes });
+        }
 
         let rms_norm_eps = positive(
             "rms_norm_eps",

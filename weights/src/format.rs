@@ -14,9 +14,11 @@
 //! 96   u32      flags (bit 0: tied embedding)
 //! 100  u32      tensor count N
 //! 104  u32      config JSON length J
-//! 108  u32      reserved, 0
+//! 108  u32      attached file count F
 //! 112  N × 96   tensor table
-//! 112 + 96N     J bytes of config.json (UTF-8), then zeros up to the payload offset
+//! 112 + 96N     J bytes of config.json (UTF-8)
+//! then F × 64   attached file table (name, offset, length)
+//! then          the attached files' bytes, one after another; then zeros up to the payload
 //! ```
 
 use crate::config::ModelConfig;
@@ -24,13 +26,17 @@ use crate::layout::{PackedDtype, TensorEntry};
 
 pub const MAGIC: [u8; 8] = *b"QWENMKPK";
 /// The layout version this build writes and the only one it reads. Any change to the header,
-/// the table, the tensor order, shapes or alignment bumps it.
-pub const FORMAT_VERSION: u32 = 1;
+/// the table, the tensor order, shapes or alignment bumps it. Version 2 added the attached files
+/// (tokenizer, chat template, generation config, provenance).
+pub const FORMAT_VERSION: u32 = 2;
 
 pub(crate) const FIXED_LEN: usize = 112;
 pub(crate) const ENTRY_LEN: usize = 96;
 /// Bytes of a table entry's zero-padded name.
 pub(crate) const NAME_LEN: usize = 56;
+pub(crate) const ATTACHMENT_ENTRY_LEN: usize = 64;
+/// Bytes of an attached file's zero-padded name.
+pub const ATTACHMENT_NAME_LEN: usize = 48;
 const CHECKSUM_FIELD: std::ops::Range<usize> = 16..24;
 pub(crate) const FLAG_TIED: u32 = 1;
 
@@ -73,6 +79,8 @@ pub(crate) struct Header {
     pub flags: u32,
     pub table: Vec<RawEntry>,
     pub config_json: String,
+    /// Attached files: name and byte range in the file (inside the header).
+    pub attachments: Vec<(String, std::ops::Range<usize>)>,
 }
 
 /// A tensor table entry as stored.
@@ -85,16 +93,45 @@ pub(crate) struct RawEntry {
     pub len: u64,
 }
 
-/// Encodes the header; the payload offset and checksum are given by the writer.
+/// A file carried in the header: the tokenizer, the chat template, the generation config, where
+/// the weights came from. The loader hands the bytes back by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// At most [`ATTACHMENT_NAME_LEN`] bytes of UTF-8, no NUL; unique within a file.
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Why a set of attachments cannot be stored.
+pub(crate) fn check_attachments(attachments: &[Attachment]) -> Result<(), String> {
+    for (i, a) in attachments.iter().enumerate() {
+        if a.name.is_empty() || a.name.len() > ATTACHMENT_NAME_LEN || a.name.contains('\0') {
+            return Err(format!(
+                "the attached file name {:?} is empty, longer than {ATTACHMENT_NAME_LEN} bytes or \
+                 contains NUL",
+                a.name
+            ));
+        }
+        if attachments[..i].iter().any(|b| b.name == a.name) {
+            return Err(format!("the file {:?} is attached twice", a.name));
+        }
+    }
+    Ok(())
+}
+
+/// Encodes the header; the payload offset and checksum are given by the writer. `attachments`
+/// must have passed [`check_attachments`], and the header must fit `u32` (the writer checks
+/// [`header_len`] first).
 pub(crate) fn encode(
     config: &ModelConfig,
     table: &[TensorEntry],
+    attachments: &[Attachment],
     payload_offset: u64,
     payload_len: u64,
     payload_checksum: u64,
 ) -> Vec<u8> {
     let json = config.to_json_string();
-    let header_len = header_len(table.len(), json.len());
+    let header_len = header_len(table.len(), json.len(), attachments);
     let mut b = Vec::with_capacity(header_len);
     b.extend_from_slice(&MAGIC);
     b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -117,7 +154,7 @@ pub(crate) fn encode(
     b.extend_from_slice(&flags.to_le_bytes());
     b.extend_from_slice(&(table.len() as u32).to_le_bytes());
     b.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&(attachments.len() as u32).to_le_bytes());
     debug_assert_eq!(b.len(), FIXED_LEN);
     for entry in table {
         let mut name = [0u8; NAME_LEN];
@@ -136,14 +173,43 @@ pub(crate) fn encode(
         b.extend_from_slice(&entry.len.to_le_bytes());
     }
     b.extend_from_slice(json.as_bytes());
+    let mut offset = (b.len() + ATTACHMENT_ENTRY_LEN * attachments.len()) as u64;
+    for attachment in attachments {
+        let mut name = [0u8; ATTACHMENT_NAME_LEN];
+        name[..attachment.name.len()].copy_from_slice(attachment.name.as_bytes());
+        b.extend_from_slice(&name);
+        b.extend_from_slice(&offset.to_le_bytes());
+        b.extend_from_slice(&(attachment.bytes.len() as u64).to_le_bytes());
+        offset += attachment.bytes.len() as u64;
+    }
+    for attachment in attachments {
+        b.extend_from_slice(&attachment.bytes);
+    }
     debug_assert_eq!(b.len(), header_len);
-    let checksum = xxhash_rust::xxh3::xxh3_64(&b);
+    let checksum = header_checksum(&b);
     b[CHECKSUM_FIELD].copy_from_slice(&checksum.to_le_bytes());
     b
 }
 
-pub(crate) fn header_len(tensors: usize, json_len: usize) -> usize {
-    FIXED_LEN + ENTRY_LEN * tensors + json_len
+/// Bytes of a header with `tensors` table entries, `json_len` bytes of config and these files.
+pub(crate) fn header_len(tensors: usize, json_len: usize, attachments: &[Attachment]) -> usize {
+    FIXED_LEN
+        + ENTRY_LEN * tensors
+        + json_len
+        + attachments
+            .iter()
+            .map(|a| ATTACHMENT_ENTRY_LEN + a.bytes.len())
+            .sum::<usize>()
+}
+
+/// xxh3-64 of `header` with the checksum field read as zero, without copying the header (it holds
+/// the tokenizer: megabytes).
+fn header_checksum(header: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&header[..CHECKSUM_FIELD.start]);
+    h.update(&[0u8; 8]);
+    h.update(&header[CHECKSUM_FIELD.end..]);
+    h.digest()
 }
 
 /// What can be wrong with header bytes, before any file context is attached.
@@ -180,7 +246,8 @@ pub(crate) fn preamble(bytes: &[u8]) -> Result<(u32, u64), HeaderFault> {
     Ok((version, header_len))
 }
 
-/// Decodes and checksums the header at the start of `bytes`.
+/// Decodes and checksums the header at the start of `bytes`. Every count and length it reads is
+/// checked against the bytes actually there before anything is allocated for it.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Header, HeaderFault> {
     let (_version, header_len) = preamble(bytes)?;
     if header_len < FIXED_LEN as u64 {
@@ -191,10 +258,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Header, HeaderFault> {
     let Some(header) = bytes.get(..header_len as usize) else {
         return Err(HeaderFault::Short { needed: header_len });
     };
-    let mut zeroed = header.to_vec();
-    zeroed[CHECKSUM_FIELD].fill(0);
     let stored = u64::from_le_bytes(header[CHECKSUM_FIELD].try_into().unwrap_or_default());
-    if xxhash_rust::xxh3::xxh3_64(&zeroed) != stored {
+    if header_checksum(header) != stored {
         return Err(HeaderFault::Checksum);
     }
 
@@ -214,19 +279,21 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Header, HeaderFault> {
     let flags = r.u32()?;
     let count = r.u32()? as usize;
     let json_len = r.u32()? as usize;
-    let _reserved = r.u32()?;
-    if header_len as usize != header_len_checked(count, json_len)? {
+    let attachment_count = r.u32()? as usize;
+    // The fixed-size parts must fit the header before the table is allocated.
+    let fixed_parts = count
+        .checked_mul(ENTRY_LEN)
+        .and_then(|t| t.checked_add(FIXED_LEN + json_len))
+        .and_then(|t| t.checked_add(attachment_count.checked_mul(ATTACHMENT_ENTRY_LEN)?));
+    if fixed_parts.is_none_or(|needed| needed > header.len()) {
         return Err(HeaderFault::Malformed(format!(
-            "its header length {header_len} does not match {count} tensors and {json_len} bytes of config"
+            "its header length {header_len} cannot hold {count} tensors, {json_len} bytes of \
+             config and {attachment_count} attached files"
         )));
     }
     let mut table = Vec::with_capacity(count);
     for _ in 0..count {
-        let name_bytes = r.take(NAME_LEN)?;
-        let end = name_bytes.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
-        let name = std::str::from_utf8(&name_bytes[..end])
-            .map_err(|_| HeaderFault::Malformed("a tensor name is not UTF-8".to_owned()))?
-            .to_owned();
+        let name = r.name(NAME_LEN, "a tensor name")?;
         let dtype = r.u16()?;
         let rank = r.u16()? as usize;
         let _reserved = r.u32()?;
@@ -247,6 +314,35 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Header, HeaderFault> {
     let config_json = std::str::from_utf8(r.take(json_len)?)
         .map_err(|_| HeaderFault::Malformed("the stored config is not UTF-8".to_owned()))?
         .to_owned();
+
+    // Attached files: contiguous, in table order, ending exactly at the header's end.
+    let mut attachments: Vec<(String, std::ops::Range<usize>)> =
+        Vec::with_capacity(attachment_count);
+    let mut cursor = (r.at + attachment_count * ATTACHMENT_ENTRY_LEN) as u64;
+    for _ in 0..attachment_count {
+        let name = r.name(ATTACHMENT_NAME_LEN, "an attached file name")?;
+        let offset = r.u64()?;
+        let len = r.u64()?;
+        if name.is_empty() || attachments.iter().any(|(n, _)| *n == name) {
+            return Err(HeaderFault::Malformed(format!(
+                "its attached file name {name:?} is empty or repeated"
+            )));
+        }
+        let end = offset.checked_add(len).filter(|&end| end <= header_len);
+        let Some(end) = end.filter(|_| offset == cursor) else {
+            return Err(HeaderFault::Malformed(format!(
+                "its attached file {name:?} ({len} bytes at {offset}) is not where the header \
+                 places it"
+            )));
+        };
+        attachments.push((name, offset as usize..end as usize));
+        cursor = end;
+    }
+    if cursor != header_len {
+        return Err(HeaderFault::Malformed(format!(
+            "its header length {header_len} does not match its contents ({cursor} bytes)"
+        )));
+    }
     Ok(Header {
         header_len,
         payload_offset,
@@ -258,14 +354,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Header, HeaderFault> {
         flags,
         table,
         config_json,
+        attachments,
     })
-}
-
-fn header_len_checked(count: usize, json_len: usize) -> Result<usize, HeaderFault> {
-    count
-        .checked_mul(ENTRY_LEN)
-        .and_then(|t| t.checked_add(FIXED_LEN + json_len))
-        .ok_or_else(|| HeaderFault::Malformed("its tensor count is absurd".to_owned()))
 }
 
 impl RawEntry {
@@ -297,12 +387,21 @@ impl<'a> Reader<'a> {
             .filter(|&end| end <= self.bytes.len());
         let Some(end) = end else {
             return Err(HeaderFault::Short {
-                needed: (self.at + n) as u64,
+                needed: (self.at as u64).saturating_add(n as u64),
             });
         };
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
+    }
+
+    /// A zero-padded UTF-8 name of `len` bytes.
+    fn name(&mut self, len: usize, what: &str) -> Result<String, HeaderFault> {
+        let bytes = self.take(len)?;
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(len);
+        std::str::from_utf8(&bytes[..end])
+            .map(str::to_owned)
+            .map_err(|_| HeaderFault::Malformed(format!("{what} is not UTF-8")))
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], HeaderFault> {

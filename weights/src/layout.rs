@@ -202,6 +202,12 @@ impl<T> LayerTensors<T> {
     }
 }
 
+/// How many tensors [`plan`] lists for `c`, without listing them: callers compare it with what a
+/// file really holds before planning, so that a corrupt layer count allocates nothing.
+pub fn tensor_count(c: &ModelConfig) -> u64 {
+    2 + LayerPart::ALL.len() as u64 * c.num_hidden_layers as u64 + u64::from(!c.tie_word_embeddings)
+}
+
 /// The tensor table a packed file of config `c` must have: storage order, shapes and offsets.
 pub fn plan(c: &ModelConfig) -> Vec<TensorEntry> {
     let mut ids = vec![TensorId::Embedding];

@@ -24,14 +24,16 @@ compile_error!(
 pub mod checkpoint;
 pub mod config;
 pub mod format;
+pub mod fuzzing;
 pub mod layout;
 pub mod pack;
 pub mod packed;
+pub mod partial;
 pub mod synthetic;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use config::{ConfigError, ConfigProblem, ModelConfig};
-pub use format::FORMAT_VERSION;
+pub use format::{Attachment, FORMAT_VERSION};
 pub use layout::{LayerPart, LayerTensors, PackedDtype, TensorEntry, TensorId};
-pub use pack::{PackError, PackProgress, PackSummary, pack_safetensors};
-pub use packed::{LayerWeights, PackedError, PackedModel};
+pub use pack::{PackError, PackProgress, PackSummary, pack_safetensors, pack_safetensors_with};
+pub use packed::{LayerWeights, PackedError, PackedHeader, PackedModel, read_header};

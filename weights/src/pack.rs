@@ -9,8 +9,24 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::ModelConfig;
-use crate::format;
+use crate::format::{self, Attachment};
 use crate::layout::{self, LayerPart, PAYLOAD_ALIGN, TensorEntry, TensorId};
+use crate::partial::PartialFile;
+
+/// Files of a checkpoint directory that a packed file carries, when they exist, so that it runs
+/// with nothing beside it: the tokenizer, the chat template (in `tokenizer_config.json`, or in
+/// `chat_template.jinja` for newer checkpoints) and the generation config (stop tokens,
+/// sampling defaults).
+pub const MODEL_FILES: [&str; 4] = [
+    TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
+    CHAT_TEMPLATE_FILE,
+    GENERATION_CONFIG_FILE,
+];
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
+pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 
 /// Why packing failed. Nothing is left at the output path when it does.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +39,14 @@ pub enum PackError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read {}, which the packed file would carry: {source}", path.display())]
+    ReadModelFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot pack {}: {reason}", path.display())]
+    Attachments { path: PathBuf, reason: String },
 }
 
 /// Reported after each tensor is written.
@@ -50,21 +74,37 @@ pub struct PackSummary {
     /// A tied checkpoint that also stored `lm_head.weight`: the copy was not used (the
     /// embedding is the LM head, as in transformers).
     pub ignored_lm_head: bool,
+    /// Names of the files carried in the header, in storage order.
+    pub attachments: Vec<String>,
 }
 
-/// Packs the checkpoint in `model_dir` (`config.json` + safetensors) into `out_path`.
-/// `progress` is called after every tensor.
+/// Packs the checkpoint in `model_dir` (`config.json` + safetensors) into `out_path`, carrying
+/// those of [`MODEL_FILES`] that the directory has. `progress` is called after every tensor.
 pub fn pack_safetensors(
     model_dir: &Path,
     out_path: &Path,
     progress: impl FnMut(&PackProgress),
 ) -> Result<PackSummary, PackError> {
+    pack_safetensors_with(model_dir, out_path, Vec::new(), progress)
+}
+
+/// [`pack_safetensors`] with more files to carry (after the model's own), such as a record of
+/// where the checkpoint came from.
+pub fn pack_safetensors_with(
+    model_dir: &Path,
+    out_path: &Path,
+    extra: Vec<Attachment>,
+    progress: impl FnMut(&PackProgress),
+) -> Result<PackSummary, PackError> {
     // 1. Open and check the whole checkpoint before creating any file.
     let checkpoint = Checkpoint::open(model_dir)?;
     let config = checkpoint.config().clone();
+    let mut attachments = model_files(model_dir)?;
+    attachments.extend(extra);
     let mut summary = write_packed(
         &config,
         out_path,
+        &attachments,
         |entry, payload| write_tensor(&checkpoint, entry, payload),
         progress,
     )?;
@@ -73,14 +113,33 @@ pub fn pack_safetensors(
     Ok(summary)
 }
 
+/// The files of [`MODEL_FILES`] that `dir` has. Symlinks are followed (a hub snapshot is made
+/// of them); a file that exists but cannot be read is an error, not a silent omission.
+pub fn model_files(dir: &Path) -> Result<Vec<Attachment>, PackError> {
+    let mut found = Vec::new();
+    for name in MODEL_FILES {
+        let path = dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => found.push(Attachment {
+                name: name.to_owned(),
+                bytes,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(PackError::ReadModelFile { path, source }),
+        }
+    }
+    Ok(found)
+}
+
 /// Packs tensors that `fill` computes instead of reading a checkpoint: for each entry of the
 /// layout (in storage order, shapes in [`TensorEntry::shape`]) it appends exactly
 /// `entry.len` bytes of little-endian BF16 values to the buffer it is given. Used for random
 /// weights of the real shapes (see [`crate::synthetic::pack_random`]), which need no
-/// safetensors copy in between.
+/// safetensors copy in between. `attachments` are carried in the header.
 pub fn pack_generated(
     config: &ModelConfig,
     out_path: &Path,
+    attachments: &[Attachment],
     mut fill: impl FnMut(&TensorEntry, &mut Vec<u8>),
     progress: impl FnMut(&PackProgress),
 ) -> Result<PackSummary, PackError> {
@@ -88,6 +147,7 @@ pub fn pack_generated(
     write_packed(
         config,
         out_path,
+        attachments,
         |entry, payload| {
             buffer.clear();
             fill(entry, &mut buffer);
@@ -113,25 +173,34 @@ pub fn pack_generated(
 fn write_packed(
     config: &ModelConfig,
     out_path: &Path,
+    attachments: &[Attachment],
     mut write_entry: impl FnMut(&TensorEntry, &mut PayloadWriter) -> Result<(), TensorWriteError>,
     mut progress: impl FnMut(&PackProgress),
 ) -> Result<PackSummary, PackError> {
+    let attachment_err = |reason: String| PackError::Attachments {
+        path: out_path.to_path_buf(),
+        reason,
+    };
+    format::check_attachments(attachments).map_err(attachment_err)?;
     let table = layout::plan(config);
     let payload_len = layout::payload_len(&table);
     let json_len = config.to_json_string().len();
-    let payload_offset = layout::align_up(
-        format::header_len(table.len(), json_len) as u64,
-        PAYLOAD_ALIGN,
-    );
+    let header_len = format::header_len(table.len(), json_len, attachments);
+    if u32::try_from(header_len).is_err() {
+        return Err(attachment_err(format!(
+            "the attached files make a header of {header_len} bytes, more than the format's 4 GiB"
+        )));
+    }
+    let payload_offset = layout::align_up(header_len as u64, PAYLOAD_ALIGN);
 
     // 2. Write the payload to a temporary file, hashing as it goes.
-    let mut temp = TempFile::create(out_path)?;
     let write_err = |source| PackError::Write {
         path: out_path.to_path_buf(),
         source,
     };
+    let mut temp = PartialFile::create(out_path).map_err(write_err)?;
     let mut payload = PayloadWriter {
-        out: BufWriter::with_capacity(1 << 20, temp.file()?),
+        out: BufWriter::with_capacity(1 << 20, temp.take_file().map_err(write_err)?),
         hasher: Xxh3::new(),
         written: 0,
     };
@@ -160,6 +229,7 @@ fn write_packed(
     let header = format::encode(
         config,
         &table,
+        attachments,
         payload_offset,
         payload_len,
         payload_checksum,
@@ -170,7 +240,7 @@ fn write_packed(
     let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
     file.sync_all().map_err(write_err)?;
     drop(file);
-    temp.persist()?;
+    temp.persist().map_err(write_err)?;
 
     Ok(PackSummary {
         path: out_path.to_path_buf(),
@@ -181,6 +251,7 @@ fn write_packed(
         file_bytes: payload_offset + payload_len,
         payload_checksum,
         ignored_lm_head: false,
+        attachments: attachments.iter().map(|a| a.name.clone()).collect(),
         config: config.clone(),
     })
 }
@@ -264,69 +335,5 @@ impl PayloadWriter {
             self.write(&ZEROS[..n])?;
         }
         Ok(())
-    }
-}
-
-/// A hidden file beside the target, removed on drop unless [`TempFile::persist`] renamed it.
-struct TempFile {
-    temp: PathBuf,
-    target: PathBuf,
-    file: Option<File>,
-    persisted: bool,
-}
-
-impl TempFile {
-    fn create(target: &Path) -> Result<Self, PackError> {
-        let err = |source| PackError::Write {
-            path: target.to_path_buf(),
-            source,
-        };
-        let name = target.file_name().ok_or_else(|| {
-            err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the output path names a directory, not a file",
-            ))
-        })?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".partial-{}", std::process::id()));
-        let temp = target.with_file_name(temp_name);
-        let file = File::create(&temp).map_err(err)?;
-        Ok(TempFile {
-            temp,
-            target: target.to_path_buf(),
-            file: Some(file),
-            persisted: false,
-        })
-    }
-
-    fn file(&mut self) -> Result<File, PackError> {
-        self.file.take().ok_or_else(|| PackError::Write {
-            path: self.target.clone(),
-            source: std::io::Error::other("temporary file already taken"),
-        })
-    }
-
-    fn persist(&mut self) -> Result<(), PackError> {
-        std::fs::rename(&self.temp, &self.target).map_err(|source| PackError::Write {
-            path: self.target.clone(),
-            source,
-        })?;
-        self.persisted = true;
-        // Make the rename itself durable; failing to is not worth failing the pack over.
-        if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(dir) = File::open(dir)
-        {
-            let _ = dir.sync_all();
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            let _ = std::fs::remove_file(&self.temp);
-        }
     }
 }

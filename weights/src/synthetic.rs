@@ -9,6 +9,7 @@ use safetensors::{Dtype, tensor::TensorView};
 
 use crate::checkpoint::{CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 use crate::config::{ModelConfig, QWEN3_ARCHITECTURE, QWEN3_MODEL_TYPE};
+use crate::format::Attachment;
 use crate::layout::TensorEntry;
 use crate::pack::{PackError, PackProgress, PackSummary, pack_generated};
 
@@ -167,10 +168,22 @@ pub fn pack_random(
     out_path: &Path,
     progress: impl FnMut(&PackProgress),
 ) -> Result<PackSummary, PackError> {
+    pack_random_with(config, seed, out_path, &[], progress)
+}
+
+/// [`pack_random`] carrying `attachments` in the header (a tokenizer, a record of the seed).
+pub fn pack_random_with(
+    config: &ModelConfig,
+    seed: u64,
+    out_path: &Path,
+    attachments: &[Attachment],
+    progress: impl FnMut(&PackProgress),
+) -> Result<PackSummary, PackError> {
     let mut rng = SplitMix64(seed);
     pack_generated(
         config,
         out_path,
+        attachments,
         |entry: &TensorEntry, bytes: &mut Vec<u8>| {
             let (scale, offset) = match entry.shape.as_slice() {
                 [_rows, cols] => (1.0 / (*cols as f32).sqrt(), 0.0),

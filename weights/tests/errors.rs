@@ -288,17 +288,81 @@ fn bad_magic() {
 }
 
 #[test]
-fn future_version() {
+fn other_versions_say_which_way_to_go() {
     let (_dir, path, mut bytes) = packed_file();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let current = qwenmk_weights::FORMAT_VERSION;
+    bytes[8..12].copy_from_slice(&(current + 1).to_le_bytes());
     let err = open_damaged(&path, &bytes);
     assert_has(
         &err.to_string(),
         &[
-            "version 2",
-            "reads version 1",
-            "different qwenmk version",
+            &format!("version {}", current + 1),
+            &format!("reads version {current}"),
+            "newer qwenmk",
             "re-run `qwenmk pack`",
         ],
+    );
+    // Version 1 files (before the tokenizer was carried inside).
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let err = open_damaged(&path, &bytes);
+    assert!(
+        matches!(err, PackedError::UnknownVersion { found: 1, .. }),
+        "{err}"
+    );
+    assert_has(
+        &err.to_string(),
+        &[
+            "older qwenmk",
+            "tokenizer",
+            "re-run `qwenmk pack`",
+            "--stale",
+        ],
+    );
+    let header_err = qwenmk_weights::read_header(&path).unwrap_err();
+    assert_eq!(header_err.to_string(), err.to_string());
+}
+
+#[test]
+fn damaged_attachment_table_is_malformed_not_a_panic() {
+    let src_dir = tempfile::tempdir().unwrap();
+    tiny(true).write(src_dir.path()).unwrap();
+    std::fs::write(src_dir.path().join("tokenizer.json"), b"{\"tok\": 1}").unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let path = out_dir.path().join("m.qwenmk");
+    pack_safetensors(src_dir.path(), &path, |_| {}).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let model = PackedModel::open(&path).unwrap();
+    assert_eq!(
+        model.attachment("tokenizer.json"),
+        Some(&b"{\"tok\": 1}"[..])
+    );
+    drop(model);
+    // Every single-byte change of the header is caught (by the checksum or a check after it),
+    // and none panics.
+    let header_len = u32::from_le_bytes(good[12..16].try_into().unwrap()) as usize;
+    for at in (0..header_len).step_by(7) {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x5a;
+        assert!(
+            PackedModel::verify_bytes(&bytes, &path).is_err(),
+            "a change at byte {at} went unnoticed"
+        );
+    }
+}
+
+/// A well-formed header whose config claims four billion layers over a two-entry table: the
+/// counts disagree before any table of that size is planned (fuzz/regressions/packed_file).
+#[test]
+fn a_layer_count_the_file_cannot_hold_allocates_nothing() {
+    let input = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/packed_file/four-billion-layers.bin"),
+    )
+    .unwrap();
+    let fixed = qwenmk_weights::fuzzing::with_valid_checksums(&input).unwrap();
+    let err = PackedModel::verify_bytes(&fixed, Path::new("x.qwenmk")).unwrap_err();
+    assert_has(
+        &err.to_string(),
+        &["lists 2 tensors", "implies 32000000002"],
     );
 }

@@ -243,3 +243,88 @@ fn random_weights_pack_straight_into_a_packed_file() {
         assert_eq!(summary.payload_checksum, summary2.payload_checksum);
     }
 }
+
+/// Reads a packed file the way docs/FORMAT.md describes it, field by field at the documented
+/// offsets, with no code from the crate's reader: the document and the writer must agree byte for
+/// byte.
+#[test]
+fn the_file_is_exactly_what_format_md_documents() {
+    let src = tempfile::tempdir().unwrap();
+    let config = tiny_config(false);
+    SyntheticCheckpoint::random(&config, 5, false)
+        .write(src.path())
+        .unwrap();
+    std::fs::write(src.path().join("tokenizer.json"), b"{\"t\": 1}").unwrap();
+    std::fs::write(
+        src.path().join("generation_config.json"),
+        b"{\"eos_token_id\": 2}",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("m.qwenmk");
+    let extra = qwenmk_weights::Attachment {
+        name: "qwenmk-source.json".into(),
+        bytes: b"{\"kind\": \"synthetic\", \"label\": \"t\", \"seed\": 5}".to_vec(),
+    };
+    qwenmk_weights::pack_safetensors_with(src.path(), &path, vec![extra], |_| {}).unwrap();
+    let b = std::fs::read(&path).unwrap();
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap()) as usize;
+
+    assert_eq!(&b[0..8], b"QWENMKPK");
+    assert_eq!(u32_at(8), 2, "format version");
+    let (h, p, l) = (u32_at(12), u64_at(24), u64_at(32));
+    let (n, j, f) = (u32_at(100), u32_at(104), u32_at(108));
+    assert_eq!((n, f), (2 + 8 * config.num_hidden_layers + 1, 3));
+    assert_eq!(u32_at(48), config.vocab_size);
+    assert_eq!(u32_at(96), 0, "untied");
+
+    // Header checksum: bytes 0..H with the field at 16 read as zero.
+    let mut zeroed = b[..h].to_vec();
+    zeroed[16..24].fill(0);
+    assert_eq!(xxhash_rust::xxh3::xxh3_64(&zeroed) as usize, u64_at(16));
+    // Payload: page-aligned after the header, the file ends with it, checksum over it.
+    assert!(p % 4096 == 0 && p >= h && b.len() == p + l);
+    assert_eq!(
+        xxhash_rust::xxh3::xxh3_64(&b[p..p + l]) as usize,
+        u64_at(40)
+    );
+    assert!(b[h..p].iter().all(|&z| z == 0), "zero padding up to P");
+
+    // The config text, then the attached file table, then the files back to back up to H.
+    let config_at = 112 + 96 * n;
+    let json = std::str::from_utf8(&b[config_at..config_at + j]).unwrap();
+    assert!(json.contains("\"num_hidden_layers\""));
+    let table = config_at + j;
+    let mut expected_offset = table + 64 * f;
+    let mut names = Vec::new();
+    for i in 0..f {
+        let e = table + 64 * i;
+        let name_bytes = &b[e..e + 48];
+        let end = name_bytes.iter().position(|&c| c == 0).unwrap_or(48);
+        names.push(std::str::from_utf8(&name_bytes[..end]).unwrap().to_owned());
+        let (offset, len) = (u64_at(e + 48), u64_at(e + 56));
+        assert_eq!(offset, expected_offset, "{}", names[i]);
+        expected_offset += len;
+    }
+    assert_eq!(expected_offset, h, "the attached files end the header");
+    assert_eq!(
+        names,
+        [
+            "tokenizer.json",
+            "generation_config.json",
+            "qwenmk-source.json"
+        ]
+    );
+    let tokenizer = u64_at(table + 48);
+    assert_eq!(&b[tokenizer..tokenizer + 8], b"{\"t\": 1}");
+
+    // The first tensor table entry: the embedding at payload offset 0.
+    let t = 112;
+    assert_eq!(&b[t..t + 9], b"embedding");
+    assert_eq!(u32_at(t + 56) & 0xffff, 1, "BF16");
+    assert_eq!(
+        (u64_at(t + 64), u64_at(t + 72), u64_at(t + 80)),
+        (config.vocab_size, config.hidden_size, 0)
+    );
+}

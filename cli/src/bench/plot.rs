@@ -1,13 +1,43 @@
-//! `qwenmk bench --plot FILE.svg`: tok/s (with the roofline and any peers) and % of peak
-//! bandwidth against depth, as an SVG fit for a README. plotters' SVG backend writes text as
-//! `<text>` elements, so no font library is needed.
+//! `qwenmk bench --plot FILE.svg|FILE.png`: tok/s (with the roofline and any peers) and % of
+//! peak bandwidth against depth, fit for a README. The extension picks the format: SVG (text as
+//! `<text>` elements) or PNG (an RGB bitmap). Text is measured, and drawn into PNGs, with the
+//! DejaVu Sans font built into the binary, so no system font library is needed. The file is
+//! written all at once (a partial file renamed into place).
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::report::Report;
+
+/// The image formats `--plot` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlotFormat {
+    Svg,
+    Png,
+}
+
+impl PlotFormat {
+    /// The format `path`'s extension names (any case); anything else is an error that says
+    /// which extensions work.
+    pub fn of(path: &Path) -> Result<Self> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match extension.as_deref() {
+            Some("svg") => Ok(PlotFormat::Svg),
+            Some("png") => Ok(PlotFormat::Png),
+            _ => bail!(
+                "--plot {}: the plot is written as SVG or PNG, chosen by the file's extension; \
+                 name it .svg or .png",
+                path.display()
+            ),
+        }
+    }
+}
 
 const WIDTH: u32 = 960;
 const HEIGHT_ONE: u32 = 460;
@@ -22,19 +52,24 @@ const PEER_COLORS: [RGBColor; 4] = [
 ];
 const FONT: &str = "sans-serif";
 
-/// Draws `report` into `path` (written only once the whole image is drawn).
-pub fn write_svg(report: &Report, path: &Path) -> Result<()> {
-    let svg = render(report)?;
-    std::fs::write(path, svg).with_context(|| format!("cannot write the plot {}", path.display()))
+/// Draws `report` into `path` in the format of its extension. The file appears only once the
+/// whole image is encoded; an interrupted run leaves nothing.
+pub fn write_plot(report: &Report, path: &Path) -> Result<()> {
+    let bytes = match PlotFormat::of(path)? {
+        PlotFormat::Svg => render(report)?.into_bytes(),
+        PlotFormat::Png => render_png(report)?,
+    };
+    qwenmk_weights::partial::write_atomic(path, &bytes)
+        .with_context(|| format!("cannot write the plot {}", path.display()))
 }
 
 /// The plot as SVG text.
 pub fn render(report: &Report) -> Result<String> {
-    let has_peak = report.results.iter().any(|r| r.percent_of_peak.is_some());
-    let height = if has_peak { HEIGHT_TWO } else { HEIGHT_ONE };
+    register_font()?;
+    let (size, has_peak) = size_of(report);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         draw(report, &root, has_peak).map_err(|e| anyhow!("drawing the plot failed: {e}"))?;
         root.present()
             .map_err(|e| anyhow!("drawing the plot failed: {e}"))?;
@@ -42,10 +77,55 @@ pub fn render(report: &Report) -> Result<String> {
     Ok(svg)
 }
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+/// The plot as a PNG file's bytes (8-bit RGB).
+pub fn render_png(report: &Report) -> Result<Vec<u8>> {
+    register_font()?;
+    let ((width, height), has_peak) = size_of(report);
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        draw(report, &root, has_peak).map_err(|e| anyhow!("drawing the plot failed: {e}"))?;
+        root.present()
+            .map_err(|e| anyhow!("drawing the plot failed: {e}"))?;
+    }
+    let mut png = Vec::new();
+    let mut encoder = png::Encoder::new(&mut png, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .and_then(|mut writer| writer.write_image_data(&pixels))
+        .context("encoding the plot as PNG failed")?;
+    Ok(png)
+}
+
+/// The image size: one panel, or two when there is a peak bandwidth to compare with.
+fn size_of(report: &Report) -> ((u32, u32), bool) {
+    let has_peak = report.results.iter().any(|r| r.percent_of_peak.is_some());
+    let height = if has_peak { HEIGHT_TWO } else { HEIGHT_ONE };
+    ((WIDTH, height), has_peak)
+}
+
+/// DejaVu Sans, built in, as the plot's only font (every style falls back to it).
+fn register_font() -> Result<()> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
+    });
+    if *ok {
+        Ok(())
+    } else {
+        bail!("the built-in plot font does not load; a qwenmk bug")
+    }
+}
+
+type Area<'a, DB> = DrawingArea<DB, Shift>;
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error + 'static>>;
 
-fn draw(report: &Report, root: &Area<'_>, has_peak: bool) -> DrawResult {
+fn draw<DB: DrawingBackend>(report: &Report, root: &Area<'_, DB>, has_peak: bool) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     root.fill(&WHITE)?;
     let device = match &report.gpu {
         Some(gpu) => gpu.name.clone(),
@@ -86,7 +166,14 @@ fn depth_label(report: &Report, x: f64) -> String {
         .map_or_else(String::new, |r| r.depth.to_string())
 }
 
-fn draw_throughput(report: &Report, area: &Area<'_>, x_caption: bool) -> DrawResult {
+fn draw_throughput<DB: DrawingBackend>(
+    report: &Report,
+    area: &Area<'_, DB>,
+    x_caption: bool,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let n = report.results.len();
     let mut top = 0.0f64;
     for r in &report.results {
@@ -212,7 +299,10 @@ fn draw_throughput(report: &Report, area: &Area<'_>, x_caption: bool) -> DrawRes
     Ok(())
 }
 
-fn draw_percent_of_peak(report: &Report, area: &Area<'_>) -> DrawResult {
+fn draw_percent_of_peak<DB: DrawingBackend>(report: &Report, area: &Area<'_, DB>) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let n = report.results.len();
     let highest = report
         .results
@@ -304,9 +394,42 @@ mod tests {
         ] {
             assert!(gpu.contains(text), "no {text} in the SVG");
         }
-        // Look at it: QWENMK_PLOT_PREVIEW=/tmp/plot.svg cargo test -p qwenmk plot
+        // Look at it: QWENMK_PLOT_PREVIEW=/tmp/plot cargo test -p qwenmk plot (.svg and .png)
         if let Some(path) = std::env::var_os("QWENMK_PLOT_PREVIEW") {
-            std::fs::write(path, gpu).unwrap();
+            let path = std::path::PathBuf::from(path);
+            std::fs::write(path.with_extension("svg"), gpu).unwrap();
+            let png = render_png(&sample_report(true, true)).unwrap();
+            std::fs::write(path.with_extension("png"), png).unwrap();
+        }
+    }
+
+    #[test]
+    fn png_is_a_png_of_the_plot_size_with_text_drawn() {
+        let png = render_png(&sample_report(true, true)).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{:?}", &png[..8]);
+        let decoder = png::Decoder::new(std::io::Cursor::new(&png));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        assert_eq!((info.width, info.height), (WIDTH, HEIGHT_TWO));
+        // The title is black text on white: its band holds dark pixels.
+        let dark = pixels[..(WIDTH * 30 * 3) as usize]
+            .chunks(3)
+            .filter(|p| p.iter().all(|&c| c < 80))
+            .count();
+        assert!(dark > 200, "only {dark} dark pixels where the title is");
+    }
+
+    #[test]
+    fn the_extension_picks_the_format_and_others_are_refused() {
+        assert_eq!(
+            PlotFormat::of(Path::new("a/b.svg")).unwrap(),
+            PlotFormat::Svg
+        );
+        assert_eq!(PlotFormat::of(Path::new("b.PNG")).unwrap(), PlotFormat::Png);
+        for bad in ["b.jpg", "b", "b.svg.tmp"] {
+            let err = PlotFormat::of(Path::new(bad)).unwrap_err().to_string();
+            assert!(err.contains(".svg or .png") && err.contains(bad), "{err}");
         }
     }
 }

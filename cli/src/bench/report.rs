@@ -401,7 +401,7 @@ pub fn utc_now() -> String {
     utc_from_unix(secs)
 }
 
-fn utc_from_unix(secs: u64) -> String {
+pub fn utc_from_unix(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
     let z = days + 719_468;

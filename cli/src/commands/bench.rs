@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use qwenmk_weights::synthetic::{pack_random, tiny_config};
+use qwenmk_weights::synthetic::{pack_random_with, tiny_config};
 use qwenmk_weights::{FORMAT_VERSION, ModelConfig, PackedModel};
 
 use crate::bench::engine::BenchEngine;
@@ -27,12 +27,12 @@ use crate::bench::report::{
 use crate::bench::stats::{BytesPerToken, DepthStats, kv_bytes_per_position};
 use crate::bench::sweep::{self, Progress, SweepPlan};
 use crate::cli::{BenchArgs, BenchFormat, Device};
-use crate::commands::generate::open_or_pack;
+use crate::commands::model::ModelInput;
 use crate::engine::check_device;
 use crate::engine::cpu::CpuEngine;
 use crate::engine::emulator::EmulatorEngine;
 use crate::engine::gpu::{self, GpuEngine, GpuInfo, GpuUnavailable};
-use crate::hub::{HubSettings, ModelFiles};
+use crate::hub::{HubSettings, PackedSource};
 
 /// Qwen3-0.6B's published config.json: the shapes `--synthetic` uses by default.
 const QWEN3_0_6B_CONFIG: &str = include_str!("../../../fixtures/qwen3-0.6b/config.json");
@@ -85,6 +85,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let _ = writeln!(std::io::stderr(), "{line}");
     };
 
+    // 0. Where the plot goes, before anything long: a bad path is found now, not after the run.
+    if let Some(path) = &args.plot {
+        crate::bench::plot::PlotFormat::of(path)?;
+        crate::commands::pack::check_output_file(path, "--plot")?;
+    }
+
     // 1. The model's config.
     let source = ModelChoice::resolve(args)?;
     let config = source.config().clone();
@@ -101,7 +107,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .transpose()?;
 
     // 4. Weights and engine.
-    let model = Arc::new(source.open(args.seed, &mut notice)?);
+    let model = source.open(args.seed, &mut notice)?;
     let mut engine = match open_engine(&kind, model.clone(), plan.0.context_needed(), &mut notice) {
         Ok(engine) => engine,
         Err(error) if args.device == Device::Auto && kind == Kind::Gpu => {
@@ -166,7 +172,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .and_then(|()| out.flush())
         .context("cannot write to stdout")?;
     if let Some(path) = &args.plot {
-        crate::bench::plot::write_svg(&report, path)?;
+        crate::bench::plot::write_plot(&report, path)?;
         notice(&format!("plot written to {}", path.display()));
     }
     notice(&format!(
@@ -418,11 +424,10 @@ fn join(values: &[usize]) -> String {
 
 /// Where the weights come from.
 enum ModelChoice {
-    Checkpoint {
+    /// A checkpoint (packed into the cache on first use) or a packed file.
+    Model {
         name: String,
-        settings: HubSettings,
-        files: Box<ModelFiles>,
-        config: ModelConfig,
+        input: ModelInput,
     },
     Synthetic {
         label: String,
@@ -437,24 +442,17 @@ impl ModelChoice {
                 let (label, config) = synthetic_config(spec)?;
                 Ok(ModelChoice::Synthetic { label, config })
             }
-            None => {
-                let (settings, files) = super::resolve_model(&args.model)?;
-                let config = ModelConfig::from_file(&files.config)?;
-                Ok(ModelChoice::Checkpoint {
-                    name: args.model.model.clone(),
-                    settings,
-                    files: Box::new(files),
-                    config,
-                })
-            }
+            None => Ok(ModelChoice::Model {
+                name: args.model.model.clone(),
+                input: ModelInput::resolve(&args.model)?,
+            }),
         }
     }
 
     fn config(&self) -> &ModelConfig {
         match self {
-            ModelChoice::Checkpoint { config, .. } | ModelChoice::Synthetic { config, .. } => {
-                config
-            }
+            ModelChoice::Model { input, .. } => input.config(),
+            ModelChoice::Synthetic { config, .. } => config,
         }
     }
 
@@ -464,19 +462,17 @@ impl ModelChoice {
 
     fn name(&self) -> String {
         match self {
-            ModelChoice::Checkpoint { name, .. } => name.clone(),
+            ModelChoice::Model { name, .. } => name.clone(),
             ModelChoice::Synthetic { label, .. } => format!("{label} (random weights)"),
         }
     }
 
-    fn open(&self, seed: u64, notice: &mut dyn FnMut(&str)) -> Result<PackedModel> {
+    fn open(&self, seed: u64, notice: &mut dyn FnMut(&str)) -> Result<Arc<PackedModel>> {
         match self {
-            ModelChoice::Checkpoint {
-                settings, files, ..
-            } => open_or_pack(files, settings, notice),
+            ModelChoice::Model { input, .. } => input.weights(notice),
             ModelChoice::Synthetic { label, config } => {
                 let settings = HubSettings::from_env()?;
-                open_or_generate(label, config, seed, &settings.packed_dir, notice)
+                open_or_generate(label, config, seed, &settings.packed_dir, notice).map(Arc::new)
             }
         }
     }
@@ -555,8 +551,7 @@ fn open_or_generate(
             path.display()
         ));
     }
-    std::fs::create_dir_all(packed_dir)
-        .with_context(|| format!("cannot create the directory {}", packed_dir.display()))?;
+    crate::commands::pack::ensure_cache_dir(packed_dir)?;
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(0).with_style(
             ProgressStyle::with_template("generating {bar:30} {bytes}/{total_bytes} ({eta})")
@@ -565,7 +560,11 @@ fn open_or_generate(
     } else {
         ProgressBar::hidden()
     };
-    let packed = pack_random(config, seed, &path, |p| {
+    let provenance = PackedSource::Synthetic {
+        label: label.to_owned(),
+        seed,
+    };
+    let packed = pack_random_with(config, seed, &path, &[provenance.attachment()], |p| {
         bar.set_length(p.bytes_total);
         bar.set_position(p.bytes_done);
     });

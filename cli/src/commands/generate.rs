@@ -1,15 +1,14 @@
 //! `qwenmk generate`: prompt in, greedy continuation streamed to stdout, stats to stderr.
 //!
-//! 1. resolve the model and read its config;
+//! 1. resolve the model (a checkpoint, or a packed file that carries everything) and its config;
 //! 2. tokenizer, chat template (unless `--raw`), stop tokens; encode the prompt and check that it
 //!    fits the context — all before any expensive work;
-//! 3. open the packed weights from qwenmk's cache, packing them on first use (or when the cached
-//!    file is unusable);
+//! 3. open the packed weights: the packed file given, or the checkpoint's in qwenmk's cache,
+//!    packed on first use (or when the cached file is unusable);
 //! 4. open the engine, prefill, decode greedily, stream the text;
 //! 5. stats to stderr, and with `--json` one JSON line at the end of stdout.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -17,12 +16,11 @@ use qwenmk_weights::{ModelConfig, PackedModel};
 use serde_json::json;
 
 use crate::cli::{Device, GenerateArgs};
+use crate::commands::model::ModelInput;
 use crate::commands::pack::pack_with_progress;
 use crate::engine::{ContextSize, Engine, check_device, open_engine};
 use crate::hub::{HubSettings, ModelFiles, packed_cache_path};
-use crate::prompt::{
-    ChatTemplate, PromptInput, PromptTokenizer, StopSource, StopTokens, encode_prompt,
-};
+use crate::prompt::{PromptInput, PromptTokenizer, StopSource, StopTokens, encode_prompt};
 
 /// The emulator allocates its whole KV cache up front; without `--max-context` it gets at most
 /// this many positions.
@@ -56,22 +54,19 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         let _ = writeln!(std::io::stderr(), "{line}");
     };
 
-    // 1. The model's files and config.
-    let (settings, files) = super::resolve_model(&args.model)?;
-    let config = ModelConfig::from_file(&files.config)?;
+    // 1. The model and its config (a packed file carries everything; a checkpoint is found or
+    //    downloaded, its weights packed in step 3).
+    let model_input = ModelInput::resolve(&args.model)?;
+    let config = model_input.config().clone();
 
     // 2. The prompt, and whether it fits.
-    let tokenizer = PromptTokenizer::load(&files.tokenizer)?;
+    let tokenizer = model_input.tokenizer()?;
     let template = if args.raw {
         None
     } else {
-        Some(ChatTemplate::load(&files.tokenizer_config)?)
+        Some(model_input.chat_template()?)
     };
-    let stop = StopTokens::load(
-        files.generation_config.as_deref(),
-        Some(&files.config),
-        &tokenizer,
-    )?;
+    let stop = model_input.stop_tokens(&tokenizer)?;
     if !matches!(stop.source, StopSource::GenerationConfig(_)) && !args.ignore_eos {
         notice(&format!(
             "stop tokens {:?} {}",
@@ -100,7 +95,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         bail!(
             "the tokenizer {} produced token id {id}, but the model's vocabulary has {} entries; \
              tokenizer.json does not belong to this model",
-            files.tokenizer.display(),
+            tokenizer.path().display(),
             config.vocab_size
         );
     }
@@ -116,7 +111,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 
     // 3. Weights and engine.
     check_device(args.device)?;
-    let model = Arc::new(open_or_pack(&files, &settings, &mut notice)?);
+    let model = model_input.weights(&mut notice)?;
     let context = ContextSize {
         positions: max_context,
         explicit: args.max_context.is_some(),
@@ -220,6 +215,7 @@ pub(crate) fn open_or_pack(
             path.display()
         ));
     }
+    crate::commands::pack::ensure_cache_dir(&settings.packed_dir)?;
     pack_with_progress(files, &path)?;
     PackedModel::open(&path)
         .with_context(|| format!("the freshly packed weights {} do not open", path.display()))

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod cache;
 pub mod generate;
 pub mod info;
+pub mod model;
 pub mod pack;
 
 use anyhow::Result;

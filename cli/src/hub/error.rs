@@ -12,6 +12,13 @@ pub enum HubError {
     )]
     NoCacheDir,
 
+    #[error("{name}={value:?} is not {expected}; fix or unset it")]
+    BadSetting {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
     #[error(
         "--model {spec:?} is neither an existing directory nor a Hugging Face repo id such as \
          Qwen/Qwen3-0.6B ({why})"
@@ -25,10 +32,17 @@ pub enum HubError {
     LocalDirMissing { path: PathBuf },
 
     #[error(
-        "--model {path} is a file; give the directory that holds config.json, tokenizer.json and \
-         the safetensors weights"
+        "--model {path} is a file but not a qwenmk packed model; give a .qwenmk file written by \
+         `qwenmk pack`, or the directory that holds config.json, tokenizer.json and the \
+         safetensors weights"
     )]
     LocalIsFile { path: PathBuf },
+
+    #[error(
+        "--model {path} is already a packed model: `qwenmk pack` converts checkpoints (a \
+         directory or a hub repo); run it directly with `qwenmk generate -m {path}`"
+    )]
+    AlreadyPacked { path: PathBuf },
 
     #[error(
         "{dir} has no config.json, so it is not a model directory; point --model at a directory \
@@ -67,6 +81,18 @@ pub enum HubError {
     )]
     Unreachable { endpoint: String, message: String },
 
+    #[error(
+        "the Hugging Face hub at {endpoint} stopped answering while sending {what} ({message}). \
+         Check the network or proxy and run again (a download resumes where it stopped); raise \
+         HF_HUB_DOWNLOAD_TIMEOUT or HF_HUB_ETAG_TIMEOUT (seconds) for a slow link; or use \
+         --offline, or point --model at a local model"
+    )]
+    Stalled {
+        endpoint: String,
+        what: String,
+        message: String,
+    },
+
     #[error("the hub refused access to {repo_id} (HTTP {status}){hint}")]
     Unauthorized {
         repo_id: String,
@@ -83,8 +109,8 @@ pub enum HubError {
     HttpStatus { what: String, status: u16 },
 
     #[error(
-        "another process is downloading into {path}; wait for it to finish (or remove the stale \
-         .lock file if none is running)"
+        "another process has been downloading the file locked by {path} for over a minute; wait \
+         for it to finish, then run again"
     )]
     Locked { path: PathBuf },
 

@@ -10,6 +10,8 @@ pub const CONFIG: &str = "config.json";
 pub const GENERATION_CONFIG: &str = "generation_config.json";
 pub const TOKENIZER: &str = "tokenizer.json";
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+/// Newer checkpoints keep the chat template in its own file beside `tokenizer_config.json`.
+pub const CHAT_TEMPLATE: &str = "chat_template.jinja";
 pub const SINGLE_WEIGHTS: &str = "model.safetensors";
 pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 

@@ -2,7 +2,7 @@
 //!
 //! A hub repo lives in the standard Hugging Face cache (shared with Python's `huggingface_hub`):
 //! `<hub cache>/models--{org}--{name}/{blobs, snapshots/<commit>, refs/<revision>}`.
-//! Resolution is cache-first, like hf-hub's `get`: a revision whose snapshot is complete in the
+//! Resolution is cache-first, like huggingface_hub's `hf_hub_download`: a revision whose snapshot is complete in the
 //! cache is used without touching the network (to pick up a newer commit of a branch, pass
 //! `--revision <commit>` or delete `refs/<branch>`). Otherwise the files are downloaded, unless
 //! `--offline` or `HF_HUB_OFFLINE=1`, in which case the error names the path that was searched.
@@ -13,6 +13,7 @@ mod cache;
 mod download;
 mod error;
 mod files;
+pub mod http;
 mod packed;
 mod settings;
 
@@ -21,7 +22,10 @@ use std::path::{Path, PathBuf};
 pub use cache::{is_commit_hash, repo_folder};
 pub use error::HubError;
 pub use files::{ModelFiles, Origin};
-pub use packed::{PACKED_EXTENSION, packed_cache_path, packed_cache_path_for_version, source_key};
+pub use packed::{
+    PACKED_EXTENSION, PackedSource, SOURCE_ATTACHMENT, packed_cache_path,
+    packed_cache_path_for_version, source_key,
+};
 pub use settings::{DEFAULT_ENDPOINT, HubSettings, PACKED_DIR_NAME};
 
 /// The repo `--model` defaults to.
@@ -36,21 +40,28 @@ pub enum ModelSource {
     Local(PathBuf),
     /// A hub repo at a branch, tag or commit.
     Hub { repo_id: String, revision: String },
+    /// A packed file (`qwenmk pack -o FILE`), which carries everything a run needs.
+    Packed(PathBuf),
 }
 
 impl ModelSource {
     /// Interprets `--model`: an existing directory wins (as in transformers' `from_pretrained`),
-    /// then anything shaped like a path is a missing directory, then a valid repo id is a hub
-    /// repo. `revision` only applies to hub repos.
+    /// then an existing file that starts like a packed file, then anything shaped like a path is
+    /// a missing directory, then a valid repo id is a hub repo. `revision` only applies to hub
+    /// repos.
     pub fn parse(spec: &str, revision: &str) -> Result<Self, HubError> {
         let path = Path::new(spec);
         if path.is_dir() {
             return Ok(Self::Local(path.to_path_buf()));
         }
         if path.is_file() {
-            return Err(HubError::LocalIsFile {
-                path: path.to_path_buf(),
-            });
+            return if starts_like_packed(path) {
+                Ok(Self::Packed(path.to_path_buf()))
+            } else {
+                Err(HubError::LocalIsFile {
+                    path: path.to_path_buf(),
+                })
+            };
         }
         if looks_like_path(spec) {
             return Err(HubError::LocalDirMissing {
@@ -86,6 +97,7 @@ impl ModelSource {
     pub fn fetch(&self, offline: bool, settings: &HubSettings) -> Result<ModelFiles, HubError> {
         match self {
             Self::Local(dir) => ModelFiles::from_dir(dir, Origin::Local),
+            Self::Packed(path) => Err(HubError::AlreadyPacked { path: path.clone() }),
             Self::Hub { repo_id, revision } => {
                 match cache::cached_model(&settings.hub_cache, repo_id, revision) {
                     Ok(files) => Ok(files),
@@ -105,6 +117,16 @@ impl ModelSource {
             }
         }
     }
+}
+
+/// Whether the file starts with the packed format's magic. Any version counts: the loader then
+/// says what is wrong with an old or damaged file.
+fn starts_like_packed(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == qwenmk_weights::format::MAGIC)
 }
 
 /// Relative and absolute paths, home-relative paths, Windows paths and anything with more than

@@ -10,7 +10,8 @@
 //! - hub snapshot: repo id, commit hash and the weight file names. Snapshot files are
 //!   content-addressed and immutable, so the commit pins every byte; nothing needs hashing.
 //! - local directory: its canonical path; the full bytes of config.json (small, and it decides
-//!   the layout); and for each weight file (and the shard index) its name, size, modification
+//!   the layout) and of the tokenizer, chat template and generation config files the packed
+//!   file carries; and for each weight file (and the shard index) its name, size, modification
 //!   time and the first and last 64 KiB. Hashing all 1.2 GB would cost about a second of cold-disk
 //!   reads on every start, longer than a short generation; size + mtime catch edits and copies,
 //!   and the sampled bytes (the safetensors header with every tensor's offset, and the tail)
@@ -26,6 +27,85 @@ use super::{HubError, HubSettings};
 
 /// Extension of packed files.
 pub const PACKED_EXTENSION: &str = "qwenmk";
+
+/// The attached file in which a packed file records where its weights came from, so that
+/// `qwenmk ls` can show it and `qwenmk rm --stale` can tell whether the source has changed.
+pub const SOURCE_ATTACHMENT: &str = "qwenmk-source.json";
+
+/// Where a packed file's weights came from, as recorded in [`SOURCE_ATTACHMENT`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PackedSource {
+    /// A hub snapshot.
+    Hub {
+        repo_id: String,
+        revision: String,
+        commit: String,
+    },
+    /// A local checkpoint directory and its [`source_key`] when packed.
+    Local { dir: PathBuf, key: String },
+    /// Random weights (`qwenmk bench --synthetic`).
+    Synthetic { label: String, seed: u64 },
+}
+
+impl PackedSource {
+    /// The provenance of `files`, with the key of their current contents.
+    pub fn of(files: &ModelFiles) -> Result<Self, HubError> {
+        Ok(match &files.origin {
+            Origin::Hub {
+                repo_id,
+                revision,
+                commit,
+            } => PackedSource::Hub {
+                repo_id: repo_id.clone(),
+                revision: revision.clone(),
+                commit: commit.clone(),
+            },
+            Origin::Local => PackedSource::Local {
+                dir: files
+                    .dir
+                    .canonicalize()
+                    .map_err(|source| io(&files.dir, source))?,
+                key: source_key(files, qwenmk_weights::FORMAT_VERSION)?,
+            },
+        })
+    }
+
+    /// As an attached file for the packer.
+    pub fn attachment(&self) -> qwenmk_weights::Attachment {
+        qwenmk_weights::Attachment {
+            name: SOURCE_ATTACHMENT.to_owned(),
+            // Serialising strings and numbers cannot fail.
+            bytes: serde_json::to_vec_pretty(self).unwrap_or_default(),
+        }
+    }
+
+    /// Reads it back from an attached file's bytes; `None` when absent or unreadable.
+    pub fn from_attachment(bytes: Option<&[u8]>) -> Option<Self> {
+        serde_json::from_slice(bytes?).ok()
+    }
+
+    /// One line for `qwenmk ls`: `Qwen/Qwen3-0.6B@c1e4e6a2b1c0 (main)`, a directory, or
+    /// `random Qwen3-0.6B, seed 0`.
+    pub fn describe(&self) -> String {
+        match self {
+            PackedSource::Hub {
+                repo_id,
+                revision,
+                commit,
+            } => {
+                let short = &commit[..commit.len().min(12)];
+                if revision == commit {
+                    format!("{repo_id}@{short}")
+                } else {
+                    format!("{repo_id}@{short} ({revision})")
+                }
+            }
+            PackedSource::Local { dir, .. } => dir.display().to_string(),
+            PackedSource::Synthetic { label, seed } => format!("random {label}, seed {seed}"),
+        }
+    }
+}
 
 /// Bytes sampled at each end of a local weight file.
 const SAMPLE_BYTES: u64 = 64 * 1024;
@@ -76,6 +156,18 @@ pub fn source_key(files: &ModelFiles, format_version: u32) -> Result<String, Hub
             for path in files.weights.iter().chain(&files.weights_index) {
                 h.text(&file_name(path));
                 file_identity(&mut h, path)?;
+            }
+            // The packed file carries these, so they are part of what it was made from.
+            for name in qwenmk_weights::pack::MODEL_FILES {
+                let path = files.dir.join(name);
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        h.text(name);
+                        h.bytes(&bytes);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(io(&path, source)),
+                }
             }
         }
     }

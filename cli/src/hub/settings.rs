@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::HubError;
+use super::http::NetworkPolicy;
 
 /// The hub used when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -32,6 +33,8 @@ pub struct HubSettings {
     pub endpoint: String,
     /// Where packed files go: `$QWENMK_CACHE`, else `$HF_HOME/qwenmk`.
     pub packed_dir: PathBuf,
+    /// Timeouts and retries of every hub request.
+    pub network: NetworkPolicy,
 }
 
 impl HubSettings {
@@ -49,7 +52,11 @@ impl HubSettings {
     /// - offline: `HF_HUB_OFFLINE` in `1`, `on`, `yes`, `true` (any case);
     /// - packed files: `QWENMK_CACHE`, else `$HF_HOME/qwenmk` — beside the hub cache rather than
     ///   inside it, because `huggingface-cli scan-cache` reports unknown entries in the hub cache
-    ///   as corrupt repos.
+    ///   as corrupt repos;
+    /// - network: `HF_HUB_ETAG_TIMEOUT` (connecting and metadata) and `HF_HUB_DOWNLOAD_TIMEOUT`
+    ///   (silence while a file streams), in seconds, 10 by default as in huggingface_hub;
+    ///   `QWENMK_HUB_RETRIES`, the tries per request (default 5, at least 1). Unparsable values
+    ///   are an error rather than a silent default.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, HubError> {
         let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
         let home = var("HOME")
@@ -84,19 +91,53 @@ impl HubSettings {
             .map(|e| e.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let packed_dir = path_var("QWENMK_CACHE").unwrap_or_else(|| hf_home.join(PACKED_DIR_NAME));
+        let mut network = NetworkPolicy::default();
+        if let Some(value) = var("HF_HUB_ETAG_TIMEOUT") {
+            network.metadata_timeout = seconds("HF_HUB_ETAG_TIMEOUT", &value)?;
+        }
+        if let Some(value) = var("HF_HUB_DOWNLOAD_TIMEOUT") {
+            network.download_timeout = seconds("HF_HUB_DOWNLOAD_TIMEOUT", &value)?;
+        }
+        if let Some(value) = var("QWENMK_HUB_RETRIES") {
+            network.attempts = value
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| (1..=100).contains(&n))
+                .ok_or_else(|| HubError::BadSetting {
+                    name: "QWENMK_HUB_RETRIES",
+                    value: value.clone(),
+                    expected: "a whole number of tries from 1 to 100",
+                })?;
+        }
 
         Ok(Self {
             hf_home: absolute(hf_home),
-            // hf-hub builds relative symlinks between blobs/ and snapshots/ and expects
-            // absolute paths for that.
+            // Relative symlinks between blobs/ and snapshots/ are computed from absolute paths.
             hub_cache: absolute(hub_cache),
             hub_cache_origin,
             token,
             offline,
             endpoint,
             packed_dir: absolute(packed_dir),
+            network,
         })
     }
+}
+
+/// A timeout in seconds (fractions allowed), from 0.1 s to a day.
+fn seconds(name: &'static str, value: &str) -> Result<std::time::Duration, HubError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.1..=86_400.0).contains(s))
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| HubError::BadSetting {
+            name,
+            value: value.to_owned(),
+            expected: "a number of seconds from 0.1 to 86400",
+        })
 }
 
 /// `huggingface_hub`'s truthy values for boolean variables.

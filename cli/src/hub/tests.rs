@@ -17,10 +17,18 @@ fn settings_from(vars: &[(&str, &str)]) -> HubSettings {
     HubSettings::from_lookup(|name| map.get(name).cloned()).unwrap()
 }
 
-/// Settings whose cache is `root/hub` and whose network is a closed port.
+/// Settings whose cache is `root/hub` and whose network is a closed port, with short timeouts
+/// and backoffs so that failure tests end quickly (their bounds are counted, never timed).
 fn settings_in(root: &Path) -> HubSettings {
     let mut s = settings_from(&[("HF_HOME", root.to_str().unwrap())]);
-    s.endpoint = "http://127.0.0.1:9".into();
+    s.endpoint = fake_hub::refusing_endpoint();
+    s.network = http::NetworkPolicy {
+        metadata_timeout: std::time::Duration::from_secs(1),
+        download_timeout: std::time::Duration::from_secs(1),
+        attempts: 3,
+        backoff: std::time::Duration::from_millis(10),
+        backoff_max: std::time::Duration::from_millis(40),
+    };
     s
 }
 
@@ -557,35 +565,67 @@ fn packed_key_of_a_local_dir_changes_when_its_files_change() {
 
 mod fake_hub;
 
+fn tiny_repo_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("config.json", b"{\"eos_token_id\": 1}".to_vec()),
+        ("generation_config.json", b"{}".to_vec()),
+        ("tokenizer.json", b"{\"tok\": 1}".to_vec()),
+        ("tokenizer_config.json", b"{}".to_vec()),
+        ("model.safetensors", weights_bytes()),
+        ("README.md", b"not needed".to_vec()),
+    ]
+}
+
+/// 300 kB that differ from byte to byte, so a resumed download at a wrong offset shows.
+fn weights_bytes() -> Vec<u8> {
+    (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn hub_settings(root: &Path, hub: &fake_hub::FakeHub) -> HubSettings {
+    let mut settings = settings_in(root);
+    settings.endpoint = hub.endpoint();
+    settings
+}
+
+/// Files under the hub cache whose names end with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn download_fills_the_standard_cache_layout() {
     let root = tempfile::tempdir().unwrap();
-    let hub = fake_hub::FakeHub::start(
-        COMMIT,
-        &[
-            ("config.json", b"{\"eos_token_id\": 1}".to_vec()),
-            ("generation_config.json", b"{}".to_vec()),
-            ("tokenizer.json", b"{\"tok\": 1}".to_vec()),
-            ("tokenizer_config.json", b"{}".to_vec()),
-            ("model.safetensors", vec![42u8; 100_000]),
-            ("README.md", b"not needed".to_vec()),
-        ],
-    );
-    let mut settings = settings_in(root.path());
-    settings.endpoint = hub.endpoint();
+    let hub = fake_hub::FakeHub::start(COMMIT, &tiny_repo_files());
+    let mut settings = hub_settings(root.path(), &hub);
     settings.token = Some("hf_secret".into());
 
     let files = ModelSource::resolve("org/tiny", "main", false, &settings).unwrap();
     let repo_dir = settings.hub_cache.join("models--org--tiny");
     let snapshot = repo_dir.join("snapshots").join(COMMIT);
     assert_eq!(files.dir, snapshot);
-    assert_eq!(
-        std::fs::read(&files.weights[0]).unwrap(),
-        vec![42u8; 100_000]
-    );
+    assert_eq!(std::fs::read(&files.weights[0]).unwrap(), weights_bytes());
     assert_eq!(
         std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
         COMMIT
+    );
+    // Large files are stored under their linked etag, linked relatively as huggingface_hub does.
+    assert!(repo_dir.join("blobs/sha0004").is_file());
+    #[cfg(unix)]
+    assert_eq!(
+        std::fs::read_link(snapshot.join("model.safetensors")).unwrap(),
+        PathBuf::from("../../blobs/sha0004")
     );
     assert!(
         !repo_dir.join("refs").join(COMMIT).exists(),
@@ -595,11 +635,12 @@ fn download_fills_the_standard_cache_layout() {
         !snapshot.join("README.md").exists(),
         "only the needed files are downloaded"
     );
-    assert!(
-        hub.requests()
-            .iter()
-            .all(|r| r.authorization.as_deref() == Some("Bearer hf_secret"))
-    );
+    assert!(files_ending(&settings.hub_cache, ".incomplete").is_empty());
+    // The token goes to the hub, never to the CDN it redirects to.
+    for request in hub.requests() {
+        let expected = (!request.path.starts_with("/cdn/")).then_some("Bearer hf_secret");
+        assert_eq!(request.authorization.as_deref(), expected, "{request:?}");
+    }
 
     // Now cached: offline works, and online needs no request.
     let before = hub.requests().len();
@@ -618,8 +659,7 @@ fn download_fills_the_standard_cache_layout() {
 fn hub_errors_are_explained() {
     let root = tempfile::tempdir().unwrap();
     let hub = fake_hub::FakeHub::start(COMMIT, &[("config.json", b"{}".to_vec())]);
-    let mut settings = settings_in(root.path());
-    settings.endpoint = hub.endpoint();
+    let settings = hub_settings(root.path(), &hub);
 
     // The fake hub answers 401 for repos it does not host, as the real one does.
     let err = ModelSource::resolve("org/private", "main", false, &settings).unwrap_err();
@@ -634,4 +674,185 @@ fn hub_errors_are_explained() {
     let err = ModelSource::resolve("org/tiny", "main", false, &settings).unwrap_err();
     assert!(matches!(err, HubError::NotFound { .. }), "{err:?}");
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------
+// A network that misbehaves: every failure ends, in a bounded number of tries, with a sentence
+// that names the endpoint; every recoverable one recovers.
+
+#[test]
+fn a_refused_connection_fails_at_once_naming_the_endpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let settings = settings_in(root.path());
+    let err = ModelSource::resolve("org/tiny", "main", false, &settings).unwrap_err();
+    assert!(matches!(err, HubError::Unreachable { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&settings.endpoint) && text.contains("--offline"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_server_that_accepts_and_never_answers_is_given_up_after_the_retries() {
+    let root = tempfile::tempdir().unwrap();
+    let faults = fake_hub::Faults {
+        stall_after_accept: true,
+        ..Default::default()
+    };
+    let hub = fake_hub::FakeHub::start_with(COMMIT, &tiny_repo_files(), faults);
+    let settings = hub_settings(root.path(), &hub);
+    let err = ModelSource::resolve("org/tiny", "main", false, &settings).unwrap_err();
+    assert!(matches!(err, HubError::Stalled { .. }), "{err:?}");
+    let text = err.to_string();
+    for part in [
+        settings.endpoint.as_str(),
+        "stopped answering",
+        "3 tries",
+        "HF_HUB_DOWNLOAD_TIMEOUT",
+        "--offline",
+    ] {
+        assert!(text.contains(part), "no {part:?} in: {text}");
+    }
+    assert_eq!(hub.requests().len(), 3, "one request per try");
+}
+
+#[test]
+fn transient_http_errors_are_retried() {
+    let root = tempfile::tempdir().unwrap();
+    let faults = fake_hub::Faults {
+        unavailable_first: 2,
+        ..Default::default()
+    };
+    let hub = fake_hub::FakeHub::start_with(COMMIT, &tiny_repo_files(), faults);
+    let settings = hub_settings(root.path(), &hub);
+    let files = ModelSource::resolve("org/tiny", "main", false, &settings).unwrap();
+    assert_eq!(std::fs::read(&files.weights[0]).unwrap(), weights_bytes());
+    let info_requests = hub
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/api/models/"))
+        .count();
+    assert_eq!(info_requests, 3, "two 503s, then the answer");
+
+    // Too many: the status and the number of tries are said.
+    let root = tempfile::tempdir().unwrap();
+    let faults = fake_hub::Faults {
+        unavailable_first: 100,
+        ..Default::default()
+    };
+    let hub = fake_hub::FakeHub::start_with(COMMIT, &tiny_repo_files(), faults);
+    let err = ModelSource::resolve("org/tiny", "main", false, &hub_settings(root.path(), &hub))
+        .unwrap_err();
+    assert!(
+        matches!(err, HubError::HttpStatus { status: 503, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("3 tries"), "{err}");
+}
+
+/// The ranges the CDN was asked for, in order.
+fn cdn_ranges(hub: &fake_hub::FakeHub) -> Vec<Option<String>> {
+    hub.requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/cdn/"))
+        .map(|r| r.range.clone())
+        .collect()
+}
+
+#[test]
+fn a_download_that_stalls_midway_resumes_where_it_stopped() {
+    let root = tempfile::tempdir().unwrap();
+    let faults = fake_hub::Faults {
+        stall_mid_file: Some(("model.safetensors".into(), 100_000)),
+        ..Default::default()
+    };
+    let hub = fake_hub::FakeHub::start_with(COMMIT, &tiny_repo_files(), faults);
+    let settings = hub_settings(root.path(), &hub);
+    let files = ModelSource::resolve("org/tiny", "main", false, &settings).unwrap();
+    assert_eq!(std::fs::read(&files.weights[0]).unwrap(), weights_bytes());
+    assert_eq!(
+        cdn_ranges(&hub),
+        vec![None, Some("bytes=100000-".to_owned())]
+    );
+    assert!(files_ending(&settings.hub_cache, ".incomplete").is_empty());
+}
+
+#[test]
+fn a_truncated_body_is_detected_and_resumed() {
+    let root = tempfile::tempdir().unwrap();
+    let faults = fake_hub::Faults {
+        truncate_once: Some(("model.safetensors".into(), 123_456)),
+        ..Default::default()
+    };
+    let hub = fake_hub::FakeHub::start_with(COMMIT, &tiny_repo_files(), faults);
+    let files =
+        ModelSource::resolve("org/tiny", "main", false, &hub_settings(root.path(), &hub)).unwrap();
+    assert_eq!(std::fs::read(&files.weights[0]).unwrap(), weights_bytes());
+    assert_eq!(
+        cdn_ranges(&hub),
+        vec![None, Some("bytes=123456-".to_owned())]
+    );
+
+    // A server that ignores ranges sends the whole file again; the result is still exact.
+    let root = tempfile::tempdir().unwrap();
+    let faults = fake_hub::Faults {
+        truncate_once: Some(("model.safetensors".into(), 50_000)),
+        ignore_range: true,
+        ..Default::default()
+    };
+    let hub = fake_hub::FakeHub::start_with(COMMIT, &tiny_repo_files(), faults);
+    let files =
+        ModelSource::resolve("org/tiny", "main", false, &hub_settings(root.path(), &hub)).unwrap();
+    assert_eq!(std::fs::read(&files.weights[0]).unwrap(), weights_bytes());
+}
+
+#[test]
+fn an_incomplete_blob_left_by_a_killed_process_is_resumed_and_others_swept() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = fake_hub::FakeHub::start(COMMIT, &tiny_repo_files());
+    let settings = hub_settings(root.path(), &hub);
+    let blobs = settings.hub_cache.join("models--org--tiny/blobs");
+    write(
+        &blobs.join("sha0004.incomplete"),
+        &weights_bytes()[..70_000],
+    );
+    // Another file's leftover, whose lock nobody holds.
+    write(&blobs.join("stale0001.incomplete"), b"old bytes");
+
+    let files = ModelSource::resolve("org/tiny", "main", false, &settings).unwrap();
+    assert_eq!(std::fs::read(&files.weights[0]).unwrap(), weights_bytes());
+    assert_eq!(cdn_ranges(&hub), vec![Some("bytes=70000-".to_owned())]);
+    assert!(files_ending(&settings.hub_cache, ".incomplete").is_empty());
+}
+
+#[test]
+fn network_settings_come_from_the_environment() {
+    let s = settings_from(&[("HF_HOME", "/hf")]);
+    assert_eq!(s.network, http::NetworkPolicy::default());
+    let s = settings_from(&[
+        ("HF_HOME", "/hf"),
+        ("HF_HUB_ETAG_TIMEOUT", "2.5"),
+        ("HF_HUB_DOWNLOAD_TIMEOUT", "30"),
+        ("QWENMK_HUB_RETRIES", "2"),
+    ]);
+    assert_eq!(s.network.metadata_timeout.as_millis(), 2500);
+    assert_eq!(s.network.download_timeout.as_secs(), 30);
+    assert_eq!(s.network.attempts, 2);
+    for (name, value) in [
+        ("HF_HUB_DOWNLOAD_TIMEOUT", "soon"),
+        ("HF_HUB_ETAG_TIMEOUT", "0"),
+        ("QWENMK_HUB_RETRIES", "0"),
+    ] {
+        let err = HubSettings::from_lookup(|n| match n {
+            "HF_HOME" => Some("/hf".into()),
+            n if n == name => Some(value.into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, HubError::BadSetting { .. }) && err.to_string().contains(name),
+            "{err}"
+        );
+    }
 }

@@ -43,16 +43,32 @@ impl StopTokens {
         config: Option<&Path>,
         tokenizer: &PromptTokenizer,
     ) -> Result<Self, PromptError> {
-        if let Some(path) = generation_config
-            && let Some(ids) = eos_ids_from(path)?
+        let generation_text = generation_config.map(read_optional).transpose()?.flatten();
+        let config_text = config.map(read_optional).transpose()?.flatten();
+        Self::from_texts(
+            generation_config.zip(generation_text.as_deref()),
+            config.zip(config_text.as_deref()),
+            tokenizer,
+        )
+    }
+
+    /// [`StopTokens::load`] over texts already read (from a packed file): each is the file's
+    /// label (a path, for messages) and its JSON text; `None` means the file does not exist.
+    pub fn from_texts(
+        generation_config: Option<(&Path, &str)>,
+        config: Option<(&Path, &str)>,
+        tokenizer: &PromptTokenizer,
+    ) -> Result<Self, PromptError> {
+        if let Some((path, text)) = generation_config
+            && let Some(ids) = eos_ids_in(text, path)?
         {
             return Ok(Self {
                 ids,
                 source: StopSource::GenerationConfig(path.to_path_buf()),
             });
         }
-        if let Some(path) = config
-            && let Some(ids) = eos_ids_from(path)?
+        if let Some((path, text)) = config
+            && let Some(ids) = eos_ids_in(text, path)?
         {
             return Ok(Self {
                 ids,
@@ -67,7 +83,7 @@ impl StopTokens {
             let searched = [generation_config, config]
                 .into_iter()
                 .flatten()
-                .map(|p| format!("no eos_token_id in {}", p.display()))
+                .map(|(p, _)| format!("no eos_token_id in {}", p.display()))
                 .chain(std::iter::once(format!(
                     "neither {} nor {} in {}",
                     FALLBACK_STOP_TOKENS[0],
@@ -116,20 +132,22 @@ struct EosField {
     eos_token_id: Option<EosIds>,
 }
 
-/// `Ok(None)` when the file does not exist or names no id; an error when it exists but is broken.
-fn eos_ids_from(path: &Path) -> Result<Option<Vec<u32>>, PromptError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(PromptError::GenerationConfigRead {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
+/// The file's text; `Ok(None)` when it does not exist.
+fn read_optional(path: &Path) -> Result<Option<String>, PromptError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PromptError::GenerationConfigRead {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// `Ok(None)` when the text names no id; an error when it is broken (`path` labels it).
+fn eos_ids_in(text: &str, path: &Path) -> Result<Option<Vec<u32>>, PromptError> {
     let field: EosField =
-        serde_json::from_str(&text).map_err(|e| PromptError::GenerationConfigParse {
+        serde_json::from_str(text).map_err(|e| PromptError::GenerationConfigParse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;

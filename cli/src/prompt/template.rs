@@ -106,21 +106,35 @@ impl ChatTemplate {
                 source,
             }
         })?;
-        let config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| PromptError::TokenizerConfigParse {
-                path: tokenizer_config.to_path_buf(),
-                source,
-            })?;
-
         let jinja_file = tokenizer_config.with_file_name("chat_template.jinja");
-        let (source, source_path) = match std::fs::read_to_string(&jinja_file) {
-            Ok(source) => (source, jinja_file),
-            Err(_) => {
+        let jinja = std::fs::read_to_string(&jinja_file).ok();
+        Self::from_texts(&text, jinja, tokenizer_config, &jinja_file)
+    }
+
+    /// [`ChatTemplate::load`] over texts already read (from a packed file): `tokenizer_config`
+    /// is the JSON text, `jinja` a `chat_template.jinja`'s when there is one. The paths only
+    /// label errors.
+    pub fn from_texts(
+        tokenizer_config: &str,
+        jinja: Option<String>,
+        tokenizer_config_origin: &Path,
+        jinja_origin: &Path,
+    ) -> Result<Self, PromptError> {
+        let config: serde_json::Value =
+            serde_json::from_str(tokenizer_config).map_err(|source| {
+                PromptError::TokenizerConfigParse {
+                    path: tokenizer_config_origin.to_path_buf(),
+                    source,
+                }
+            })?;
+        let (source, source_path) = match jinja {
+            Some(source) => (source, jinja_origin.to_path_buf()),
+            None => {
                 let source =
                     template_from_config(&config).ok_or_else(|| PromptError::NoChatTemplate {
-                        path: tokenizer_config.to_path_buf(),
+                        path: tokenizer_config_origin.to_path_buf(),
                     })?;
-                (source, tokenizer_config.to_path_buf())
+                (source, tokenizer_config_origin.to_path_buf())
             }
         };
         Self::from_source(source, special_tokens_from_config(&config), &source_path)

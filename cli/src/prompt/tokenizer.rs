@@ -31,13 +31,18 @@ impl PromptTokenizer {
             path: path.to_path_buf(),
             source,
         })?;
-        let inner = Tokenizer::from_bytes(&bytes).map_err(|e| PromptError::TokenizerParse {
-            path: path.to_path_buf(),
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses `tokenizer.json` bytes already read (from a packed file); `origin` labels errors.
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self, PromptError> {
+        let inner = Tokenizer::from_bytes(bytes).map_err(|e| PromptError::TokenizerParse {
+            path: origin.to_path_buf(),
             message: e.to_string(),
         })?;
         Ok(Self {
             inner,
-            path: path.to_path_buf(),
+            path: origin.to_path_buf(),
         })
     }
 

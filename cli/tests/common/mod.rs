@@ -61,6 +61,11 @@ impl Sandbox {
     /// `qwenmk ARGS` in this sandbox: the hub variables that could point elsewhere are removed
     /// and the hub is offline, so a test can never download or touch the user's cache.
     pub fn qwenmk(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run the qwenmk binary")
+    }
+
+    /// The command [`Sandbox::qwenmk`] runs, to adjust (environment, stdio) or spawn.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_qwenmk"));
         for var in [
             "HF_HUB_CACHE",
@@ -77,9 +82,8 @@ impl Sandbox {
             .env("HF_HOME", self.hf_home())
             .env("HF_HUB_OFFLINE", "1")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(args)
-            .output()
-            .expect("run the qwenmk binary")
+            .args(args);
+        command
     }
 
     /// A copy of `fixtures/<name>` with real files (the fixture's tokenizer files are symlinks),
