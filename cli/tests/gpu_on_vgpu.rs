@@ -329,3 +329,31 @@ fn auto_passes_over_the_virtual_gpu() {
     assert_eq!(json["stats"]["engine"], "cpu");
     assert!(stderr.contains("qwenmk virtual GPU"), "{stderr}");
 }
+
+#[test]
+fn an_ampere_shaped_device_is_refused_with_a_sentence() {
+    let sandbox = Sandbox::new();
+    let model = fixture("tiny-gqa2");
+    let settings = [("QWENMK_VGPU_CC", "8.0")];
+    let info = common::stdout(&sandbox.qwenmk_vgpu(&["info"], &settings));
+    assert!(info.contains("8.0"), "{info}");
+    let output = sandbox.qwenmk_vgpu(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--device",
+            "gpu",
+            "-n",
+            "1",
+            "Hi",
+        ],
+        &settings,
+    );
+    let stderr = common::stderr(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("compute capability 8.0") && stderr.contains("9.0"),
+        "{stderr}"
+    );
+}

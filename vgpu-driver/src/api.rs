@@ -1028,3 +1028,186 @@ not_supported!(
     cuStreamEndCapture,
     cuLaunchKernelEx,
 );
+
+#[cfg(test)]
+mod tests {
+    //! The C API as cudarc drives it, on one small kernel: `out[tid] = tid + param`.
+
+    use super::*;
+    use crate::state::code;
+
+    const PTX: &str = "
+.version 8.0
+.target sm_90
+.address_size 64
+.extern .shared .align 16 .b8 smem[];
+.visible .entry add(.param .u64 out, .param .u32 k)
+{
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [out];
+    ld.param.u32 %r2, [k];
+    mov.u32 %r1, %tid.x;
+    add.s32 %r3, %r1, %r2;
+    mul.wide.u32 %rd2, %r1, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r3;
+    ret;
+}
+\0";
+
+    fn load() -> Handle {
+        assert_eq!(cuInit(0), code::SUCCESS);
+        let mut module = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated PTX image and a valid out-pointer.
+        let r = unsafe { cuModuleLoadData(&mut module, PTX.as_ptr().cast()) };
+        assert_eq!(r, code::SUCCESS);
+        let mut f = std::ptr::null_mut();
+        // SAFETY: valid handles and a NUL-terminated name.
+        let r = unsafe { cuModuleGetFunction(&mut f, module, c"add".as_ptr()) };
+        assert_eq!(r, code::SUCCESS);
+        f
+    }
+
+    fn alloc(bytes: usize) -> CUdeviceptr {
+        let mut p = 0;
+        // SAFETY: a valid out-pointer.
+        assert_eq!(unsafe { cuMemAlloc_v2(&mut p, bytes) }, code::SUCCESS);
+        p
+    }
+
+    #[test]
+    fn a_launch_runs_and_copies_come_back() {
+        let f = load();
+        let out = alloc(64 * 4);
+        let (mut out_arg, mut k) = (out, 7u32);
+        let mut params = [
+            (&raw mut out_arg).cast::<c_void>(),
+            (&raw mut k).cast::<c_void>(),
+        ];
+        // SAFETY: two parameter pointers for the kernel's two parameters.
+        let r = unsafe {
+            cuLaunchKernel(
+                f,
+                1,
+                1,
+                1,
+                64,
+                1,
+                1,
+                0,
+                std::ptr::null_mut(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(r, code::SUCCESS);
+        let mut host = [0u32; 64];
+        // SAFETY: 256 writable bytes.
+        let r = unsafe { cuMemcpyDtoH_v2(host.as_mut_ptr().cast(), out, 256) };
+        assert_eq!(r, code::SUCCESS);
+        assert_eq!(host[0], 7);
+        assert_eq!(host[63], 70);
+    }
+
+    #[test]
+    fn more_than_48_kib_of_shared_memory_needs_the_attribute() {
+        let f = load();
+        let out = alloc(64 * 4);
+        let (mut out_arg, mut k) = (out, 1u32);
+        let mut params = [
+            (&raw mut out_arg).cast::<c_void>(),
+            (&raw mut k).cast::<c_void>(),
+        ];
+        let launch = |params: &mut [*mut c_void; 2]| {
+            // SAFETY: as above.
+            unsafe {
+                cuLaunchKernel(
+                    f,
+                    1,
+                    1,
+                    1,
+                    32,
+                    1,
+                    1,
+                    64 << 10,
+                    std::ptr::null_mut(),
+                    params.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            }
+        };
+        assert_eq!(launch(&mut params), code::INVALID_VALUE);
+        // MAX_DYNAMIC_SHARED_SIZE_BYTES: up to the opt-in limit, not beyond.
+        assert_eq!(cuFuncSetAttribute(f, 8, 300 << 10), code::INVALID_VALUE);
+        assert_eq!(cuFuncSetAttribute(f, 8, 64 << 10), code::SUCCESS);
+        assert_eq!(launch(&mut params), code::SUCCESS);
+    }
+
+    #[test]
+    fn a_parameter_buffer_of_the_wrong_size_is_refused() {
+        let f = load();
+        let out = alloc(64 * 4);
+        let mut buffer = [0u8; 16];
+        buffer[..8].copy_from_slice(&out.to_le_bytes());
+        let launch = |size: usize| {
+            let mut size = size;
+            let mut extra = [
+                PARAM_BUFFER_POINTER as *mut c_void,
+                buffer.as_ptr() as *mut c_void,
+                PARAM_BUFFER_SIZE as *mut c_void,
+                (&raw mut size).cast::<c_void>(),
+                PARAM_END as *mut c_void,
+                std::ptr::null_mut(),
+            ];
+            // SAFETY: a well-formed `extra` list over a live buffer.
+            unsafe {
+                cuLaunchKernel(
+                    f,
+                    1,
+                    1,
+                    1,
+                    32,
+                    1,
+                    1,
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    extra.as_mut_ptr(),
+                )
+            }
+        };
+        // The kernel's parameters take 12 bytes (u64 then u32).
+        assert_eq!(launch(16), code::INVALID_VALUE);
+        assert_eq!(launch(12), code::SUCCESS);
+    }
+
+    #[test]
+    fn a_double_free_is_an_error() {
+        assert_eq!(cuInit(0), code::SUCCESS);
+        let p = alloc(32);
+        assert_eq!(cuMemFree_v2(p), code::SUCCESS);
+        assert_eq!(cuMemFree_v2(p), code::INVALID_VALUE);
+    }
+
+    #[test]
+    fn the_device_names_itself_virtual() {
+        assert_eq!(cuInit(0), code::SUCCESS);
+        let mut name = [0 as c_char; 64];
+        // SAFETY: 64 writable bytes.
+        assert_eq!(
+            unsafe { cuDeviceGetName(name.as_mut_ptr(), 64, 0) },
+            code::SUCCESS
+        );
+        // SAFETY: NUL-terminated by the call.
+        let name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy();
+        assert_eq!(name, DEVICE_NAME);
+        let mut major = 0;
+        // SAFETY: a valid out-pointer.
+        assert_eq!(
+            unsafe { cuDeviceGetAttribute(&mut major, 75, 0) },
+            code::SUCCESS
+        );
+        assert_eq!(major, 9);
+    }
+}
