@@ -1,9 +1,13 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod chat;
+pub mod decode;
 pub mod generate;
 pub mod info;
+pub mod interrupt;
 pub mod pack;
+pub mod sampling;
 
 use anyhow::Result;
 
