@@ -114,7 +114,13 @@ pub struct SamplingArgs {
     pub repeat_penalty: Option<f32>,
     /// How many recent tokens (the prompt's included) the penalty looks at; -1 = the whole
     /// context, 0 = none.
-    #[arg(long, value_name = "N", default_value_t = 64, allow_negative_numbers = true, help_heading = "Sampling")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 64,
+        allow_negative_numbers = true,
+        help_heading = "Sampling"
+    )]
     pub repeat_last_n: i64,
 }
 
@@ -168,7 +174,11 @@ pub struct GenerateArgs {
     pub file: Option<PathBuf>,
     /// The prompt: words are joined with spaces; `-` reads stdin, as does no prompt at all
     /// when stdin is not a terminal.
-    #[arg(value_name = "PROMPT", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "PROMPT",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     pub words: Vec<String>,
 }
 
@@ -244,7 +254,13 @@ pub struct BenchArgs {
     /// KV-cache depths to measure at, comma-separated (llama-bench's -d). Default on the GPU:
     /// 0,128,512,1024,4096,8192,16384,32768; on the cpu: 0,32,128; on the emulator: 0,32.
     /// A depth whose run would not fit in the model's context is skipped with a notice.
-    #[arg(long, short = 'd', visible_alias = "n-depth", value_delimiter = ',', value_name = "D,D,...")]
+    #[arg(
+        long,
+        short = 'd',
+        visible_alias = "n-depth",
+        value_delimiter = ',',
+        value_name = "D,D,..."
+    )]
     pub depth: Option<Vec<usize>>,
     /// Prompt tokens processed at each depth for the prompt-processing figure (llama-bench's
     /// pp) [default: 512 on the GPU and cpu, 16 on the emulator]; 0 skips it.

@@ -28,7 +28,9 @@ pub fn run() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<commands::interrupt::QuietExit>() => {
-            let code = error.downcast_ref::<commands::interrupt::QuietExit>().map_or(1, |e| e.0);
+            let code = error
+                .downcast_ref::<commands::interrupt::QuietExit>()
+                .map_or(1, |e| e.0);
             ExitCode::from(code)
         }
         // stdout's reader went away (`| head`): nothing is wrong, and nobody reads on.

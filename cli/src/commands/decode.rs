@@ -77,7 +77,12 @@ impl Outcome {
         (self.prompt_tokens > 0 && secs > 0.0).then(|| self.prompt_tokens as f64 / secs)
     }
 
-    pub fn stats_json(&self, engine: &str, max_context: usize, sampling: &Sampling) -> serde_json::Value {
+    pub fn stats_json(
+        &self,
+        engine: &str,
+        max_context: usize,
+        sampling: &Sampling,
+    ) -> serde_json::Value {
         json!({
             "engine": engine,
             "prompt_tokens": self.prompt_tokens,

@@ -162,7 +162,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 }
 
 /// Fails when the tokenizer produced an id the model has no row for.
-pub(crate) fn check_vocabulary(ids: &[u32], files: &ModelFiles, config: &ModelConfig) -> Result<()> {
+pub(crate) fn check_vocabulary(
+    ids: &[u32],
+    files: &ModelFiles,
+    config: &ModelConfig,
+) -> Result<()> {
     if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
         bail!(
             "the tokenizer {} produced token id {id}, but the model's vocabulary has {} entries; \
@@ -229,4 +233,3 @@ pub(crate) fn open_or_pack(
     PackedModel::open(&path)
         .with_context(|| format!("the freshly packed weights {} do not open", path.display()))
 }
-

@@ -101,7 +101,10 @@ mod tests {
             ..Default::default()
         };
         let s = resolve(&args(), &qwen, 100, &mut quiet).unwrap();
-        assert_eq!((s.temperature, s.top_k, s.top_p, s.min_p), (0.6, 20, 0.95, 0.0));
+        assert_eq!(
+            (s.temperature, s.top_k, s.top_p, s.min_p),
+            (0.6, 20, 0.95, 0.0)
+        );
         let greedy = resolve(&args(), &GenerationDefaults::default(), 100, &mut quiet).unwrap();
         assert!(greedy.is_greedy());
         let mut flags = args();
@@ -109,7 +112,12 @@ mod tests {
         assert!(resolve(&flags, &qwen, 100, &mut quiet).unwrap().is_greedy());
         flags.repeat_last_n = -1;
         flags.repeat_penalty = Some(1.1);
-        assert_eq!(resolve(&flags, &qwen, 100, &mut quiet).unwrap().repeat_last_n, 100);
+        assert_eq!(
+            resolve(&flags, &qwen, 100, &mut quiet)
+                .unwrap()
+                .repeat_last_n,
+            100
+        );
     }
 
     #[test]
@@ -117,12 +125,48 @@ mod tests {
         let mut quiet = |_: &str| {};
         let d = GenerationDefaults::default();
         for (edit, flag) in [
-            (SamplingArgs { temp: Some(-1.0), ..args() }, "--temp"),
-            (SamplingArgs { top_k: Some(100), ..args() }, "--top-k"),
-            (SamplingArgs { top_p: Some(0.0), ..args() }, "--top-p"),
-            (SamplingArgs { min_p: Some(2.0), ..args() }, "--min-p"),
-            (SamplingArgs { repeat_penalty: Some(0.0), ..args() }, "--repeat-penalty"),
-            (SamplingArgs { repeat_last_n: -2, ..args() }, "--repeat-last-n"),
+            (
+                SamplingArgs {
+                    temp: Some(-1.0),
+                    ..args()
+                },
+                "--temp",
+            ),
+            (
+                SamplingArgs {
+                    top_k: Some(100),
+                    ..args()
+                },
+                "--top-k",
+            ),
+            (
+                SamplingArgs {
+                    top_p: Some(0.0),
+                    ..args()
+                },
+                "--top-p",
+            ),
+            (
+                SamplingArgs {
+                    min_p: Some(2.0),
+                    ..args()
+                },
+                "--min-p",
+            ),
+            (
+                SamplingArgs {
+                    repeat_penalty: Some(0.0),
+                    ..args()
+                },
+                "--repeat-penalty",
+            ),
+            (
+                SamplingArgs {
+                    repeat_last_n: -2,
+                    ..args()
+                },
+                "--repeat-last-n",
+            ),
         ] {
             let e = resolve(&edit, &d, 100, &mut quiet).unwrap_err().to_string();
             assert!(e.contains(flag), "{e}");

@@ -51,9 +51,8 @@ impl PromptSource {
 pub fn read_prompt(source: &PromptSource) -> Result<String> {
     let mut text = match source {
         PromptSource::Text(text) => text.clone(),
-        PromptSource::File(path) => std::fs::read_to_string(path).with_context(|| {
-            format!("cannot read the prompt file {}", path.display())
-        })?,
+        PromptSource::File(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the prompt file {}", path.display()))?,
         PromptSource::Stdin => {
             let mut text = String::new();
             std::io::stdin()
