@@ -210,11 +210,11 @@ impl Conversation<'_> {
         if self.reply_closed {
             // The model's stop token already ended its turn; do not feed it twice.
             for &id in &self.stop.ids {
-                if let Some(text) = self.tokenizer.id_to_token(id) {
-                    if let Some(rest) = after.strip_prefix(text.as_str()) {
-                        after = rest;
-                        break;
-                    }
+                if let Some(text) = self.tokenizer.id_to_token(id)
+                    && let Some(rest) = after.strip_prefix(text.as_str())
+                {
+                    after = rest;
+                    break;
                 }
             }
         }
