@@ -262,10 +262,6 @@ pub struct BenchArgs {
         value_name = "D,D,..."
     )]
     pub depth: Option<Vec<usize>>,
-    /// Prompt tokens processed at each depth for the prompt-processing figure (llama-bench's
-    /// pp) [default: 512 on the GPU and cpu, 16 on the emulator]; 0 skips it.
-    #[arg(short = 'p', long = "n-prompt", value_name = "N")]
-    pub prompt_tokens: Option<usize>,
     /// Tokens decoded per timed run [default: 128; 16 on the emulator].
     #[arg(short = 'n', long = "tokens", value_name = "N")]
     pub tokens: Option<usize>,
