@@ -16,10 +16,18 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt, streaming it to stdout (stats go to stderr).
     ///
-    /// Decoding is greedy. The first run on a model packs its weights into qwenmk's cache
+    /// Sampling defaults come from the model's generation_config.json (greedy when it says
+    /// do_sample: false or has none); --temp 0 is greedy. The first run on a model packs its weights into qwenmk's cache
     /// ($QWENMK_CACHE, else $HF_HOME/qwenmk); later runs reuse that file, and a damaged one is
     /// packed again.
     Generate(GenerateArgs),
+    /// Talk with the model: a multi-turn conversation in its chat template.
+    ///
+    /// The KV cache carries over between turns, so each turn feeds only its new tokens. On a
+    /// terminal: line editing and history, /think on|off, /clear, /exit (or Ctrl-D); Ctrl-C
+    /// stops a reply. With stdin not a terminal, every input line is one user turn and the
+    /// replies go to stdout (--json: one JSON object per turn).
+    Chat(ChatArgs),
     /// Download (if needed) and convert a checkpoint to qwenmk's packed format.
     Pack(PackArgs),
     /// Show the GPU, the driver and the embedded kernels.
@@ -90,6 +98,40 @@ impl ValueEnum for Device {
     }
 }
 
+/// How the next token is chosen; every flag defaults to the model's generation_config.json.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SamplingArgs {
+    /// Temperature; 0 is greedy [default: generation_config.json's, 0 without do_sample].
+    #[arg(long, value_name = "T", help_heading = "Sampling")]
+    pub temp: Option<f32>,
+    /// Keep only the K most likely tokens, at most 64; 0 turns it off.
+    #[arg(long, value_name = "K", help_heading = "Sampling")]
+    pub top_k: Option<u32>,
+    /// Keep the most likely tokens until their mass reaches P; 1 turns it off.
+    #[arg(long, value_name = "P", help_heading = "Sampling")]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than P times the most likely one; 0 turns it off.
+    #[arg(long, value_name = "P", help_heading = "Sampling")]
+    pub min_p: Option<f32>,
+    /// Seed of the draws: the same seed gives the same tokens on every engine and run
+    /// [default: a random seed, printed on stderr].
+    #[arg(long, short = 's', value_name = "S", help_heading = "Sampling")]
+    pub seed: Option<u64>,
+    /// Divide the logits of recently seen tokens by R (multiply when negative); 1 turns it off.
+    #[arg(long, value_name = "R", help_heading = "Sampling")]
+    pub repeat_penalty: Option<f32>,
+    /// How many recent tokens (the prompt's included) the penalty looks at; -1 = the whole
+    /// context, 0 = none.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 64,
+        allow_negative_numbers = true,
+        help_heading = "Sampling"
+    )]
+    pub repeat_last_n: i64,
+}
+
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     #[command(flatten)]
@@ -99,7 +141,7 @@ pub struct GenerateArgs {
     #[arg(long, short = 'd', value_enum, default_value_t = Device::Auto)]
     pub device: Device,
     /// The most tokens to generate (a stop token that ends generation counts as one).
-    #[arg(long, short = 'n', default_value_t = 256)]
+    #[arg(long, short = 'n', visible_alias = "n-predict", default_value_t = 256)]
     pub max_tokens: usize,
     /// Tokenize the prompt as it is, without the chat template.
     #[arg(long)]
@@ -118,20 +160,60 @@ pub struct GenerateArgs {
     /// Positions the KV cache holds, prompt included (default: the model's maximum; on the
     /// emulator, which allocates its cache up front, at most 4096). A longer prompt is an error;
     /// generation stops when the cache is full, so at most N - prompt + 1 tokens come out.
-    #[arg(long, value_name = "N")]
+    #[arg(long, short = 'c', visible_alias = "ctx-size", value_name = "N")]
     pub max_context: Option<usize>,
-    /// End stdout with one JSON line (after the streamed text and a newline):
+    /// Print one JSON document on stdout instead of streaming the text:
     /// {"prompt_tokens": [ids], "tokens": [ids], "text": "...", "stats": {"engine",
     /// "prompt_tokens", "generated_tokens", "max_context", "prefill_s", "ttft_s", "decode_s",
-    /// "tokens_per_s", "stop_reason": "eos" | "length" | "context"}}. As in Hugging Face's
-    /// `generate`, `tokens` ends with the stop token when one ended generation; `text` (like the
-    /// streamed text) leaves it out. ttft_s counts from the start of the command (loading and
-    /// packing included); tokens_per_s is the decode rate after the first token (null when there
-    /// was no decode step).
+    /// "tokens_per_s", "sampling", "stop_reason": "eos" | "length" | "context" |
+    /// "interrupted"}}. As in Hugging Face's `generate`, `tokens` ends with the stop token when
+    /// one ended generation; `text` leaves it out. ttft_s counts from the start of the command
+    /// (loading and packing included); tokens_per_s is the decode rate after the first token
+    /// (null when there was no decode step).
     #[arg(long)]
     pub json: bool,
-    /// The prompt.
-    pub prompt: String,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// The prompt, as one argument.
+    #[arg(long, short = 'p', value_name = "TEXT")]
+    pub prompt: Option<String>,
+    /// Read the prompt from FILE (`-` for stdin).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The prompt: words are joined with spaces; `-` reads stdin, as does no prompt at all
+    /// when stdin is not a terminal.
+    #[arg(
+        value_name = "PROMPT",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub words: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Which engine runs the model (as for `generate`).
+    #[arg(long, short = 'd', value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// The most tokens in one reply.
+    #[arg(long, short = 'n', visible_alias = "n-predict", default_value_t = 1024)]
+    pub max_tokens: usize,
+    /// Start with thinking on (toggle with /think on|off).
+    #[arg(long)]
+    pub think: bool,
+    /// A system message at the start of the conversation (and again after /clear).
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Positions the KV cache holds for the whole conversation (as for `generate`).
+    #[arg(long, short = 'c', visible_alias = "ctx-size", value_name = "N")]
+    pub max_context: Option<usize>,
+    /// One JSON object per turn on stdout instead of the streamed reply.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 #[derive(Debug, Args)]
@@ -197,12 +279,18 @@ pub struct BenchArgs {
     pub seed: u64,
     /// Which engine runs the model: as for `generate`, `auto` takes the GPU when one can run
     /// the kernels, else the CPU (saying why on stderr).
-    #[arg(long, short = 'd', value_enum, default_value_t = Device::Auto)]
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
-    /// KV-cache depths to measure at, comma-separated. Default on the GPU:
+    /// KV-cache depths to measure at, comma-separated (llama-bench's -d). Default on the GPU:
     /// 0,128,512,1024,4096,8192,16384,32768; on the cpu: 0,32,128; on the emulator: 0,32.
     /// A depth whose run would not fit in the model's context is skipped with a notice.
-    #[arg(long, value_delimiter = ',', value_name = "D,D,...")]
+    #[arg(
+        long,
+        short = 'd',
+        visible_alias = "n-depth",
+        value_delimiter = ',',
+        value_name = "D,D,..."
+    )]
     pub depth: Option<Vec<usize>>,
     /// Tokens decoded per timed run [default: 128; 16 on the emulator].
     #[arg(short = 'n', long = "tokens", value_name = "N")]

@@ -23,6 +23,7 @@ pub fn run() -> ExitCode {
     let outcome = match &cli.command {
         cli::Command::Info(args) => commands::info::run(args),
         cli::Command::Generate(args) => commands::generate::run(args),
+        cli::Command::Chat(args) => commands::chat::run(args),
         cli::Command::Pack(args) => commands::pack::run(args),
         cli::Command::Bench(args) => commands::bench::run(args),
         cli::Command::Ls(args) => commands::cache::run_ls(args),
@@ -30,6 +31,14 @@ pub fn run() -> ExitCode {
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<commands::interrupt::QuietExit>() => {
+            let code = error
+                .downcast_ref::<commands::interrupt::QuietExit>()
+                .map_or(1, |e| e.0);
+            ExitCode::from(code)
+        }
+        // stdout's reader went away (`| head`): nothing is wrong, and nobody reads on.
+        Err(error) if commands::interrupt::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             let _ = writeln!(std::io::stderr(), "error: {}", one_sentence(&error));
             ExitCode::FAILURE

@@ -243,7 +243,7 @@ fn empty_raw_prompt() {
         "--raw",
         "",
     ]);
-    assert_fails(&output, 1, &["no tokens"]);
+    assert_fails(&output, 1, &["prompt is empty"]);
 }
 
 #[test]

@@ -18,6 +18,9 @@ fn check_case(sandbox: &Sandbox, checkpoint: &str, case: &str, device: &str, n: 
     let n_text = n.to_string();
     let mut args = vec![
         "generate",
+        // The fixtures' generation_config.json samples; the references are greedy.
+        "--temp",
+        "0",
         "--model",
         model.to_str().unwrap(),
         "--device",
@@ -95,6 +98,9 @@ fn auto_falls_back_to_the_cpu_with_a_notice() {
     let model = fixture("tiny-gqa2");
     let output = sandbox.qwenmk(&[
         "generate",
+        // The fixtures' generation_config.json samples; the references are greedy.
+        "--temp",
+        "0",
         "--model",
         model.to_str().unwrap(),
         "--json",
@@ -126,6 +132,9 @@ fn generate_france(sandbox: &Sandbox, model: &Path, n: usize) -> (std::process::
     let n = n.to_string();
     let output = sandbox.qwenmk(&[
         "generate",
+        // The fixtures' generation_config.json samples; the references are greedy.
+        "--temp",
+        "0",
         "--model",
         model.to_str().unwrap(),
         "--device",
@@ -281,6 +290,9 @@ fn stops_at_a_stop_token_and_at_the_end_of_the_context() {
     // computed from the full cache.
     let output = sandbox.qwenmk(&[
         "generate",
+        // The fixtures' generation_config.json samples; the references are greedy.
+        "--temp",
+        "0",
         "--model",
         model.to_str().unwrap(),
         "--device",
@@ -302,6 +314,9 @@ fn stops_at_a_stop_token_and_at_the_end_of_the_context() {
     // A prompt exactly as long as the context still yields one token.
     let output = sandbox.qwenmk(&[
         "generate",
+        // The fixtures' generation_config.json samples; the references are greedy.
+        "--temp",
+        "0",
         "--model",
         model.to_str().unwrap(),
         "--device",
@@ -333,6 +348,9 @@ fn a_stop_token_ends_generation_and_is_not_printed() {
     .unwrap();
     let output = sandbox.qwenmk(&[
         "generate",
+        // The fixtures' generation_config.json samples; the references are greedy.
+        "--temp",
+        "0",
         "--model",
         model.to_str().unwrap(),
         "--device",
@@ -350,6 +368,9 @@ fn a_stop_token_ends_generation_and_is_not_printed() {
 
     let two_tokens = sandbox.qwenmk(&[
         "generate",
+        // The fixtures' generation_config.json samples; the references are greedy.
+        "--temp",
+        "0",
         "--model",
         model.to_str().unwrap(),
         "--device",
@@ -368,6 +389,9 @@ fn a_stop_token_ends_generation_and_is_not_printed() {
     std::fs::remove_file(model.join("generation_config.json")).unwrap();
     let output = sandbox.qwenmk(&[
         "generate",
+        // The fixtures' generation_config.json samples; the references are greedy.
+        "--temp",
+        "0",
         "--model",
         model.to_str().unwrap(),
         "--device",
@@ -391,6 +415,9 @@ fn plain_output_is_the_text_and_a_newline() {
     let case = reference_case("tiny-gqa2", "raw-france");
     let json_run = sandbox.qwenmk(&[
         "generate",
+        // The fixtures' generation_config.json samples; the references are greedy.
+        "--temp",
+        "0",
         "--model",
         model.to_str().unwrap(),
         "--device",
@@ -405,6 +432,9 @@ fn plain_output_is_the_text_and_a_newline() {
     let (text, _) = split_json(&json_run);
     let plain = sandbox.qwenmk(&[
         "generate",
+        // The fixtures' generation_config.json samples; the references are greedy.
+        "--temp",
+        "0",
         "--model",
         model.to_str().unwrap(),
         "--device",
@@ -437,6 +467,9 @@ fn default_context_per_engine() {
     let run = |device: &str| {
         let output = sandbox.qwenmk(&[
             "generate",
+            // The fixtures' generation_config.json samples; the references are greedy.
+            "--temp",
+            "0",
             "--model",
             model.to_str().unwrap(),
             "--device",

@@ -34,6 +34,8 @@ fn generate(
         device,
         "--json",
         "--ignore-eos",
+        "--temp",
+        "0",
         "-n",
         &n_text,
     ];

@@ -585,6 +585,27 @@ impl<'a> Decoder<'a> {
             "not" | "neg" | "abs" | "popc" | "clz" | "brev" | "cnot" | "sqrt" | "rcp" | "rsqrt"
             | "ex2" | "lg2" | "sin" | "cos" | "tanh" => self.unary(base, i, &mut m)?,
             "setp" => self.setp(i, &mut m)?,
+            "bfe" => {
+                ops_count(i, 4)?;
+                Op::Bfe {
+                    ty: m.one_type()?,
+                    d: self.dst(&o[0], line)?,
+                    a: self.src(&o[1], line)?,
+                    b: self.src(&o[2], line)?,
+                    c: self.src(&o[3], line)?,
+                }
+            }
+            "bfi" => {
+                ops_count(i, 5)?;
+                Op::Bfi {
+                    ty: m.one_type()?,
+                    d: self.dst(&o[0], line)?,
+                    f: self.src(&o[1], line)?,
+                    b: self.src(&o[2], line)?,
+                    pos: self.src(&o[3], line)?,
+                    len: self.src(&o[4], line)?,
+                }
+            }
             "selp" => {
                 ops_count(i, 4)?;
                 Op::Selp {

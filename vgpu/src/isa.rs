@@ -400,6 +400,23 @@ pub enum Op {
         b: Src,
         c: Src,
     },
+    /// `bfe`: `c` bits of `a` from bit `b`, zero- or sign-extended.
+    Bfe {
+        ty: Ty,
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+    },
+    /// `bfi`: `b` with `len` bits from `pos` replaced by the low bits of `f`.
+    Bfi {
+        ty: Ty,
+        d: Reg,
+        f: Src,
+        b: Src,
+        pos: Src,
+        len: Src,
+    },
     Unary {
         op: UnOp,
         ty: Ty,

@@ -60,6 +60,26 @@ fn visit(inst: &mut Inst, f: &mut impl FnMut(&mut Reg, Role)) {
             src(c, f);
             f(d, Role::Def);
         }
+        Op::Bfe { d, a, b, c, .. } => {
+            src(a, f);
+            src(b, f);
+            src(c, f);
+            f(d, Role::Def);
+        }
+        Op::Bfi {
+            d,
+            f: x,
+            b,
+            pos,
+            len,
+            ..
+        } => {
+            src(x, f);
+            src(b, f);
+            src(pos, f);
+            src(len, f);
+            f(d, Role::Def);
+        }
         Op::Unary { d, a, .. } | Op::FloatUnary { d, a, .. } | Op::Cvt { d, a, .. } => {
             src(a, f);
             f(d, Role::Def);

@@ -279,6 +279,8 @@ pub fn check(o: &Options) -> Result<Value> {
                 device,
                 "--json",
                 "--ignore-eos",
+                "--temp",
+                "0",
                 "-n",
                 &n,
             ];

@@ -21,9 +21,6 @@ pub struct Timed {
 }
 
 pub trait BenchEngine: Engine {
-    /// Forgets the positions from `position` on (at most [`Engine::position`]).
-    fn truncate(&mut self, position: usize) -> Result<()>;
-
     /// Decodes `n` tokens greedily from [`Engine::position`], `first` first, and times them.
     fn decode_timed(&mut self, first: u32, n: usize) -> Result<Timed> {
         let started = Instant::now();
@@ -48,23 +45,11 @@ pub trait BenchEngine: Engine {
     }
 }
 
-impl BenchEngine for CpuEngine {
-    fn truncate(&mut self, position: usize) -> Result<()> {
-        CpuEngine::truncate(self, position)
-    }
-}
+impl BenchEngine for CpuEngine {}
 
-impl BenchEngine for EmulatorEngine {
-    fn truncate(&mut self, position: usize) -> Result<()> {
-        EmulatorEngine::truncate(self, position)
-    }
-}
+impl BenchEngine for EmulatorEngine {}
 
 impl BenchEngine for GpuEngine {
-    fn truncate(&mut self, position: usize) -> Result<()> {
-        GpuEngine::truncate(self, position)
-    }
-
     fn decode_timed(&mut self, first: u32, n: usize) -> Result<Timed> {
         let (last, seconds) = GpuEngine::decode_timed(self, first, n)?;
         Ok(Timed { last, seconds })

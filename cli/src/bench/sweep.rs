@@ -214,7 +214,10 @@ mod tests {
         fn position(&self) -> usize {
             self.position
         }
-        fn step(&mut self, _token: u32) -> Result<u32> {
+        fn set_sampling(&mut self, _sampling: &crate::engine::Sampling) -> Result<()> {
+            Ok(())
+        }
+        fn feed(&mut self, _token: u32, _next: crate::engine::Next) -> Result<u32> {
             if self.position >= self.max {
                 bail!("full");
             }
@@ -222,14 +225,14 @@ mod tests {
             self.steps += 1;
             Ok(self.position as u32)
         }
-    }
-
-    impl BenchEngine for Counting {
         fn truncate(&mut self, position: usize) -> Result<()> {
             assert!(position <= self.position);
             self.position = position;
             Ok(())
         }
+    }
+
+    impl BenchEngine for Counting {
         fn decode_timed(&mut self, first: u32, n: usize) -> Result<Timed> {
             self.positions_timed.push(self.position);
             let mut t = first;

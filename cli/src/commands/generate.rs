@@ -1,51 +1,36 @@
-//! `qwenmk generate`: prompt in, greedy continuation streamed to stdout, stats to stderr.
+//! `qwenmk generate`: prompt in, continuation streamed to stdout, stats to stderr.
 //!
 //! 1. resolve the model (a checkpoint, or a packed file that carries everything) and its config;
-//! 2. tokenizer, chat template (unless `--raw`), stop tokens; encode the prompt and check that it
-//!    fits the context — all before any expensive work;
+//! 2. the prompt (words, -p, -f or stdin), tokenizer, chat template (unless `--raw`), stop
+//!    tokens and sampling settings; encode the prompt and check that it fits the context — all
+//!    before any expensive work;
 //! 3. open the packed weights: the packed file given, or the checkpoint's in qwenmk's cache,
 //!    packed on first use (or when the cached file is unusable);
-//! 4. open the engine, prefill, decode greedily, stream the text;
-//! 5. stats to stderr, and with `--json` one JSON line at the end of stdout.
+//! 4. open the engine, prefill, decode, stream the text (Ctrl-C stops between steps);
+//! 5. stats to stderr; with `--json` the one JSON document on stdout instead of the text.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use qwenmk_weights::{ModelConfig, PackedModel};
 use serde_json::json;
 
+use super::decode::{DecodeOptions, StopReason, decode};
+use super::interrupt::{self, QuietExit};
 use crate::cli::{Device, GenerateArgs};
 use crate::commands::model::ModelInput;
 use crate::commands::pack::pack_with_progress;
-use crate::engine::{ContextSize, Engine, check_device, open_engine};
+use crate::engine::{ContextSize, check_device, open_engine};
 use crate::hub::{HubSettings, ModelFiles, packed_cache_path};
-use crate::prompt::{PromptInput, PromptTokenizer, StopSource, StopTokens, encode_prompt};
+use crate::prompt::{
+    PromptInput, PromptSource, StopSource, encode_prompt, read_prompt, stdin_is_terminal,
+};
 
 /// The emulator allocates its whole KV cache up front; without `--max-context` it gets at most
 /// this many positions.
 pub const EMULATOR_DEFAULT_CONTEXT: usize = 4096;
-
-/// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// A stop token was generated (it is in `tokens`, not in the text).
-    Eos,
-    /// `-n` tokens were generated.
-    Length,
-    /// The KV cache is full.
-    Context,
-}
-
-impl StopReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::Eos => "eos",
-            StopReason::Length => "length",
-            StopReason::Context => "context",
-        }
-    }
-}
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let started = Instant::now();
@@ -53,13 +38,20 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         // A closed stderr must not turn a notice into a panic.
         let _ = writeln!(std::io::stderr(), "{line}");
     };
+    let source = PromptSource::choose(
+        args.prompt.as_deref(),
+        &args.words,
+        args.file.as_ref(),
+        stdin_is_terminal(),
+    )?;
+    let text = read_prompt(&source)?;
 
     // 1. The model and its config (a packed file carries everything; a checkpoint is found or
     //    downloaded, its weights packed in step 3).
     let model_input = ModelInput::resolve(&args.model)?;
     let config = model_input.config().clone();
 
-    // 2. The prompt, and whether it fits.
+    // 2. The prompt, whether it fits, and how tokens are chosen.
     let tokenizer = model_input.tokenizer()?;
     let template = if args.raw {
         None
@@ -75,11 +67,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         ));
     }
     let input = if args.raw {
-        PromptInput::Raw(args.prompt.clone())
+        PromptInput::Raw(text)
     } else {
         PromptInput::Chat {
             system: args.system.clone(),
-            user: args.prompt.clone(),
+            user: text,
             enable_thinking: args.think,
         }
     };
@@ -87,19 +79,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     if prompt.ids.is_empty() {
         bail!("the prompt encodes to no tokens; give some text");
     }
-    if let Some(&id) = prompt
-        .ids
-        .iter()
-        .find(|&&id| id as usize >= config.vocab_size)
-    {
-        bail!(
-            "the tokenizer {} produced token id {id}, but the model's vocabulary has {} entries; \
-             tokenizer.json does not belong to this model",
-            tokenizer.path().display(),
-            config.vocab_size
-        );
-    }
-    let max_context = context_size(args, &config, &mut notice)?;
+    check_vocabulary(&prompt.ids, &model_input.tokenizer_label(), &config)?;
+    let max_context = context_size(args.max_context, args.device, &config, &mut notice)?;
     if prompt.ids.len() > max_context {
         bail!(
             "the prompt has {} tokens but the context holds {max_context}; shorten it or raise \
@@ -108,6 +89,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             config.max_position_embeddings
         );
     }
+    let defaults = model_input.generation_defaults()?;
+    let sampling = super::sampling::resolve(&args.sampling, &defaults, max_context, &mut notice)?;
 
     // 3. Weights and engine.
     check_device(args.device)?;
@@ -121,20 +104,27 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let max_context = engine.max_context();
     if prompt.ids.len() > max_context {
         bail!(
-            "the prompt has {} tokens but the {} engine's context holds {max_context}; shorten it              or free GPU memory",
+            "the prompt has {} tokens but the {} engine's context holds {max_context}; shorten it \
+             or free GPU memory",
             prompt.ids.len(),
             engine.name()
         );
     }
+    engine.set_sampling(&sampling)?;
 
     // 4. Decode.
     let out = std::io::stdout();
     let mut out = out.lock();
+    let options = DecodeOptions {
+        max_tokens: args.max_tokens,
+        ignore_eos: args.ignore_eos,
+        stream: !args.json,
+    };
     let outcome = decode(
         engine.as_mut(),
         &tokenizer,
         &stop,
-        args,
+        &options,
         &prompt.ids,
         started,
         &mut out,
@@ -146,10 +136,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             "prompt_tokens": prompt.ids,
             "tokens": outcome.tokens,
             "text": outcome.text,
-            "stats": outcome.stats_json(engine.name(), prompt.ids.len(), max_context),
+            "stats": outcome.stats_json(engine.name(), max_context, &sampling),
         });
-        // A newline ends the streamed text, so the JSON is always a line of its own.
-        writeln!(out, "\n{report}").context("cannot write to stdout")?;
+        writeln!(out, "{report}").context("cannot write to stdout")?;
     } else if !outcome.text.is_empty() && !outcome.text.ends_with('\n') {
         writeln!(out).context("cannot write to stdout")?;
     }
@@ -161,25 +150,42 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             config.max_position_embeddings
         ));
     }
-    notice(&outcome.stats_line(engine.name(), prompt.ids.len()));
+    notice(&outcome.stats_line(engine.name(), &sampling));
+    if outcome.stop_reason == StopReason::Interrupted {
+        return Err(QuietExit(interrupt::INTERRUPTED).into());
+    }
+    Ok(())
+}
+
+/// Fails when the tokenizer (`tokenizer` names it) produced an id the model has no row for.
+pub(crate) fn check_vocabulary(ids: &[u32], tokenizer: &Path, config: &ModelConfig) -> Result<()> {
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+        bail!(
+            "the tokenizer {} produced token id {id}, but the model's vocabulary has {} entries; \
+             tokenizer.json does not belong to this model",
+            tokenizer.display(),
+            config.vocab_size
+        );
+    }
     Ok(())
 }
 
 /// `--max-context`, or its default: the model's maximum, except on the emulator, which allocates
 /// its cache up front and gets at most [`EMULATOR_DEFAULT_CONTEXT`] (with a notice).
-fn context_size(
-    args: &GenerateArgs,
+pub(crate) fn context_size(
+    requested: Option<usize>,
+    device: Device,
     config: &ModelConfig,
     notice: &mut dyn FnMut(&str),
 ) -> Result<usize> {
     let model_max = config.max_position_embeddings;
-    match args.max_context {
+    match requested {
         Some(0) => bail!("--max-context must be at least 1"),
         Some(n) if n > model_max => bail!(
             "--max-context {n} is more than the {model_max} positions the model supports; lower it"
         ),
         Some(n) => Ok(n),
-        None if args.device == Device::Emulator && model_max > EMULATOR_DEFAULT_CONTEXT => {
+        None if device == Device::Emulator && model_max > EMULATOR_DEFAULT_CONTEXT => {
             notice(&format!(
                 "the emulator allocates its KV cache up front: using a context of \
                  {EMULATOR_DEFAULT_CONTEXT} positions (the model allows {model_max}; raise it \
@@ -219,137 +225,4 @@ pub(crate) fn open_or_pack(
     pack_with_progress(files, &path)?;
     PackedModel::open(&path)
         .with_context(|| format!("the freshly packed weights {} do not open", path.display()))
-}
-
-/// What [`decode`] produced.
-struct Outcome {
-    /// Generated ids, a stop token that ended generation included (as Hugging Face's `generate`
-    /// returns the EOS id).
-    tokens: Vec<u32>,
-    /// Their text, without the stop token; what was streamed.
-    text: String,
-    stop_reason: StopReason,
-    prefill: Duration,
-    /// From the start of the command to the first token on stdout.
-    ttft: Option<Duration>,
-    /// Time in the steps after the prefill, and how many there were.
-    decode: Duration,
-    decode_steps: usize,
-}
-
-impl Outcome {
-    fn decode_rate(&self) -> Option<f64> {
-        let secs = self.decode.as_secs_f64();
-        (self.decode_steps > 0 && secs > 0.0).then(|| self.decode_steps as f64 / secs)
-    }
-
-    fn stats_json(
-        &self,
-        engine: &str,
-        prompt_tokens: usize,
-        max_context: usize,
-    ) -> serde_json::Value {
-        json!({
-            "engine": engine,
-            "prompt_tokens": prompt_tokens,
-            "generated_tokens": self.tokens.len(),
-            "max_context": max_context,
-            "prefill_s": self.prefill.as_secs_f64(),
-            "ttft_s": self.ttft.map(|t| t.as_secs_f64()),
-            "decode_s": self.decode.as_secs_f64(),
-            "tokens_per_s": self.decode_rate(),
-            "stop_reason": self.stop_reason.as_str(),
-        })
-    }
-
-    fn stats_line(&self, engine: &str, prompt_tokens: usize) -> String {
-        let prefill_s = self.prefill.as_secs_f64();
-        let mut line = format!("{engine}: prompt {prompt_tokens} tokens, prefill {prefill_s:.3} s");
-        if prefill_s > 0.0 {
-            line += &format!(" ({:.1} tok/s)", prompt_tokens as f64 / prefill_s);
-        }
-        line += &format!("; generated {} tokens", self.tokens.len());
-        if let Some(ttft) = self.ttft {
-            line += &format!(", first after {:.3} s", ttft.as_secs_f64());
-        }
-        if let Some(rate) = self.decode_rate() {
-            line += &format!(
-                ", decode {:.1} tok/s ({} steps in {:.3} s)",
-                rate,
-                self.decode_steps,
-                self.decode.as_secs_f64()
-            );
-        }
-        line += &format!("; stop: {}", self.stop_reason.as_str());
-        line
-    }
-}
-
-/// Prefills `prompt` and decodes greedily, streaming text to `out` as it becomes whole.
-///
-/// Ends at a stop token (unless `--ignore-eos`), after `-n` tokens, or when the cache is full:
-/// the prefill leaves `prompt.len()` positions in the cache and every further token takes one,
-/// so at most `max_context - prompt.len() + 1` tokens come out (the last from a full cache).
-fn decode(
-    engine: &mut dyn Engine,
-    tokenizer: &PromptTokenizer,
-    stop: &StopTokens,
-    args: &GenerateArgs,
-    prompt: &[u32],
-    started: Instant,
-    out: &mut impl Write,
-) -> Result<Outcome> {
-    let mut outcome = Outcome {
-        tokens: Vec::new(),
-        text: String::new(),
-        stop_reason: StopReason::Length,
-        prefill: Duration::ZERO,
-        ttft: None,
-        decode: Duration::ZERO,
-        decode_steps: 0,
-    };
-    if args.max_tokens == 0 {
-        return Ok(outcome);
-    }
-    let mut stream = tokenizer.stream(false);
-    let mut emit = |text: &str, outcome: &mut Outcome| -> Result<()> {
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.flush())
-            .context("cannot write to stdout")?;
-        outcome.text.push_str(text);
-        Ok(())
-    };
-
-    let prefill_start = Instant::now();
-    let mut next = engine.prefill(prompt)?;
-    outcome.prefill = prefill_start.elapsed();
-    let decode_start = Instant::now();
-    loop {
-        outcome.tokens.push(next);
-        if !args.ignore_eos && stop.contains(next) {
-            outcome.stop_reason = StopReason::Eos;
-            break;
-        }
-        if let Some(text) = stream.push(next)? {
-            emit(&text, &mut outcome)?;
-        }
-        if outcome.ttft.is_none() {
-            outcome.ttft = Some(started.elapsed());
-        }
-        if outcome.tokens.len() >= args.max_tokens {
-            outcome.stop_reason = StopReason::Length;
-            break;
-        }
-        if engine.position() >= engine.max_context() {
-            outcome.stop_reason = StopReason::Context;
-            break;
-        }
-        next = engine.step(next)?;
-        outcome.decode_steps += 1;
-    }
-    outcome.decode = decode_start.elapsed();
-    if let Some(tail) = stream.finish()? {
-        emit(&tail, &mut outcome)?;
-    }
-    Ok(outcome)
 }

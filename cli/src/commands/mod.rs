@@ -2,10 +2,14 @@
 
 pub mod bench;
 pub mod cache;
+pub mod chat;
+pub mod decode;
 pub mod generate;
 pub mod info;
+pub mod interrupt;
 pub mod model;
 pub mod pack;
+pub mod sampling;
 
 use anyhow::Result;
 

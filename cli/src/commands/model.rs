@@ -13,7 +13,7 @@ use qwenmk_weights::{ModelConfig, PackedModel};
 
 use crate::cli::ModelArgs;
 use crate::hub::{HubSettings, ModelFiles, ModelSource};
-use crate::prompt::{ChatTemplate, PromptError, PromptTokenizer, StopTokens};
+use crate::prompt::{ChatTemplate, GenerationDefaults, PromptError, PromptTokenizer, StopTokens};
 
 /// A model ready to be run: its config is known, its weights may still need packing.
 pub enum ModelInput {
@@ -123,6 +123,33 @@ impl ModelInput {
                     tokenizer,
                 )?)
             }
+        }
+    }
+
+    /// Where the tokenizer comes from, for messages.
+    pub fn tokenizer_label(&self) -> PathBuf {
+        match self {
+            ModelInput::Checkpoint(c) => c.files.tokenizer.clone(),
+            ModelInput::Packed(model) => inside(model.path(), TOKENIZER_FILE),
+        }
+    }
+
+    /// The sampling defaults of the generation config (none when there is no such file).
+    pub fn generation_defaults(&self) -> Result<GenerationDefaults> {
+        match self {
+            ModelInput::Checkpoint(c) => Ok(GenerationDefaults::load(
+                c.files.generation_config.as_deref(),
+            )?),
+            ModelInput::Packed(model) => match model.attachment(GENERATION_CONFIG_FILE) {
+                None => Ok(GenerationDefaults::default()),
+                Some(bytes) => {
+                    let path = model.path();
+                    Ok(GenerationDefaults::from_text(
+                        text(bytes, path, GENERATION_CONFIG_FILE)?,
+                        &inside(path, GENERATION_CONFIG_FILE),
+                    )?)
+                }
+            },
         }
     }
 

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use qwenmk_weights::{LayerWeights, ModelConfig, PackedModel};
 
-use super::Engine;
+use super::sampling::choose_token;
+use super::{Engine, Next, Sampling};
 
 /// One layer's cache: `position × kv_dim` keys and values, appended one position per step.
 #[derive(Default)]
@@ -47,6 +48,9 @@ pub struct CpuEngine {
     cache: Vec<LayerCache>,
     scratch: Scratch,
     logits: Vec<f32>,
+    /// The token fed at each position so far (the sampler's penalty window reads them).
+    tokens: Vec<u32>,
+    sampling: Sampling,
 }
 
 impl CpuEngine {
@@ -79,6 +83,8 @@ impl CpuEngine {
                 .map(|_| LayerCache::default())
                 .collect(),
             logits: vec![0.0; c.vocab_size],
+            tokens: Vec::new(),
+            sampling: Sampling::greedy(),
             scratch,
             max_context,
             position: 0,
@@ -98,6 +104,7 @@ impl CpuEngine {
     /// Forgets the sequence: the next token goes to position 0.
     pub fn reset(&mut self) {
         self.position = 0;
+        self.tokens.clear();
         for layer in &mut self.cache {
             layer.keys.clear();
             layer.values.clear();
@@ -114,6 +121,7 @@ impl CpuEngine {
             layer.values.truncate(position * kv_dim);
         }
         self.position = position;
+        self.tokens.truncate(position);
         Ok(())
     }
 
@@ -131,6 +139,7 @@ impl CpuEngine {
         }
         self.forward(token);
         self.position += 1;
+        self.tokens.push(token as u32);
         Ok(&self.logits)
     }
 
@@ -262,15 +271,32 @@ impl Engine for CpuEngine {
         self.position
     }
 
-    fn step(&mut self, token: u32) -> Result<u32> {
-        let logits = self.step_logits(token)?;
-        match ops::argmax(logits) {
+    fn set_sampling(&mut self, sampling: &Sampling) -> Result<()> {
+        sampling.validate()?;
+        self.sampling = *sampling;
+        Ok(())
+    }
+
+    fn truncate(&mut self, position: usize) -> Result<()> {
+        CpuEngine::truncate(self, position)
+    }
+
+    fn feed(&mut self, token: u32, next: Next) -> Result<u32> {
+        self.step_logits(token)?;
+        let position = self.position - 1;
+        if next == Next::Unused {
+            // Nobody reads this token: skip the sampler (and the vocabulary-wide work of its
+            // penalty or noise).
+            return Ok(0);
+        }
+        let window = self.sampling.penalty_window();
+        let recent = &self.tokens[self.tokens.len().saturating_sub(window)..];
+        match choose_token(&self.logits, recent, &self.sampling, position as u32) {
             // The index is below vocab_size, which the config keeps within u32.
-            Some(id) => Ok(id as u32),
+            Some(id) => Ok(id),
             None => bail!(
-                "the model produced NaN logits at position {}; the packed weights are probably \
-                 damaged",
-                self.position - 1
+                "the model produced NaN logits at position {position}; the packed weights are \
+                 probably damaged"
             ),
         }
     }

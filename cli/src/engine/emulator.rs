@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use qwenmk_kernels::device::emu;
+use qwenmk_kernels::ops::sample::{SampleParams, list_words, mask_words};
 use qwenmk_kernels::step::host::rope_table;
 use qwenmk_kernels::step::{LaunchShape, StepControl, StepParams, decode_step};
 use qwenmk_weights::packed::PackedModel;
 
 use super::plan::{StepPlan, WeightPointers, describe_step_error};
-use super::{Engine, ensure_room};
+use super::{Engine, Next, Sampling, ensure_room};
 
 /// The emulator's launch: 2 blocks of 2 warps, so grid barriers, block barriers and warp
 /// shuffles all run, with 128 OS threads (a 2-layer tiny model steps in tens of milliseconds on
@@ -47,12 +48,23 @@ struct Buffers {
     act: Vec<f32>,
 }
 
+/// The sampler's state: input tokens by position, the penalty mask, the candidate lists and
+/// the count of blocks that published theirs.
+struct SamplerBuffers {
+    history: Vec<u32>,
+    mask: Vec<u32>,
+    lists: Vec<u64>,
+    blocks_done: Box<u32>,
+}
+
 pub struct EmulatorEngine {
     model: Arc<PackedModel>,
     plan: StepPlan,
     weights: WeightPointers,
     buffers: Buffers,
     control: Box<StepControl>,
+    sampling: Sampling,
+    sampler: SamplerBuffers,
     position: usize,
     /// Blocks that run at once; fewer than the grid reproduces a GPU on which the grid does
     /// not fit (see `emu::launch_with_residency`).
@@ -92,7 +104,15 @@ impl EmulatorEngine {
             act: vec![0.0; lens.act],
         };
         let weights = WeightPointers::new(&model, model.payload().as_ptr() as u64);
+        let sampler = SamplerBuffers {
+            history: Vec::new(),
+            mask: vec![0; mask_words(plan.dims.vocab)],
+            lists: vec![0; list_words(grid)],
+            blocks_done: Box::new(0),
+        };
         Ok(EmulatorEngine {
+            sampling: Sampling::greedy(),
+            sampler,
             model,
             plan,
             weights,
@@ -118,15 +138,19 @@ impl EmulatorEngine {
         &self.model
     }
 
-    /// Forgets the positions from `position` on: the next step writes its key and value at
-    /// `position` and attends over `0..=position`, so later entries are never read.
-    pub fn truncate(&mut self, position: usize) -> Result<()> {
-        super::ensure_can_truncate(position, self.position)?;
-        self.position = position;
-        Ok(())
+    fn sample_params(&mut self, next: Next) -> SampleParams {
+        let s = &mut self.sampler;
+        let mut p = self.sampling.kernel_params(next == Next::Wanted);
+        p.history_len = s.history.len() as u32;
+        p.history = s.history.as_mut_ptr();
+        p.penalty_mask = s.mask.as_mut_ptr();
+        p.lists = s.lists.as_mut_ptr();
+        p.blocks_done = &raw mut *s.blocks_done;
+        p
     }
 
-    fn params(&mut self) -> StepParams {
+    fn params(&mut self, next: Next) -> StepParams {
+        let sample = self.sample_params(next);
         let b = &mut self.buffers;
         StepParams {
             dims: self.plan.dims,
@@ -146,6 +170,7 @@ impl EmulatorEngine {
             attn_out: b.attn_out.as_mut_ptr(),
             act: b.act.as_mut_ptr(),
             control: &raw mut *self.control,
+            sample,
         }
     }
 }
@@ -163,7 +188,27 @@ impl Engine for EmulatorEngine {
         self.position
     }
 
-    fn step(&mut self, token: u32) -> Result<u32> {
+    fn set_sampling(&mut self, sampling: &Sampling) -> Result<()> {
+        sampling.validate()?;
+        let window = sampling.penalty_window().min(self.max_context());
+        self.sampler.history = vec![0; window];
+        self.sampling = Sampling {
+            repeat_last_n: window,
+            ..*sampling
+        };
+        Ok(())
+    }
+
+    /// The next step writes its key and value at `position` and attends over `0..=position`,
+    /// so later entries are never read; the penalty window reads inputs by position, so it
+    /// forgets them the same way.
+    fn truncate(&mut self, position: usize) -> Result<()> {
+        super::ensure_can_truncate(position, self.position)?;
+        self.position = position;
+        Ok(())
+    }
+
+    fn feed(&mut self, token: u32, next: Next) -> Result<u32> {
         ensure_room(
             self.position,
             self.max_context(),
@@ -171,7 +216,7 @@ impl Engine for EmulatorEngine {
         )?;
         self.control.token = token;
         self.control.position = self.position as u32;
-        let params = self.params();
+        let params = self.params(next);
         let plan = &self.plan;
         // SAFETY: every buffer in `params` is sized by `plan` and lives in `self` for the
         // whole launch, which returns only when every emulated thread has finished.
@@ -185,8 +230,10 @@ impl Engine for EmulatorEngine {
         .context("the emulated decode step failed")?;
         if self.control.error != 0 {
             let message = describe_step_error(self.control.error, plan, self.position);
-            // The barrier words are inconsistent after an aborted step: start them afresh.
+            // The barrier words are inconsistent after an aborted step, and blocks may have
+            // counted themselves into the sampler's merge: start them afresh.
             *self.control = StepControl::default();
+            *self.sampler.blocks_done = 0;
             bail!(message);
         }
         self.position += 1;

@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod emulator;
 pub mod gpu;
 pub mod plan;
+pub mod sampling;
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use anyhow::{Result, anyhow, bail};
 use qwenmk_weights::PackedModel;
 
 use gpu::{GpuInfo, GpuUnavailable};
+pub use sampling::Sampling;
 
 /// Which engine runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +28,21 @@ pub enum Device {
     Emulator,
 }
 
+/// Whether the token a step chooses will be used. Prompt tokens before the last are fed with
+/// [`Next::Unused`]: engines then skip the sampler (and its penalty), only recording the input
+/// for a later penalty window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Wanted,
+    Unused,
+}
+
 /// A decoder that holds one sequence's KV cache and advances it one token at a time.
 ///
-/// Every engine produces the same token ids for the same packed weights and prompt: greedy
-/// decoding, ties broken toward the lowest token id (as `torch.argmax` does).
+/// Every engine produces the same token ids for the same packed weights, prompt and
+/// [`Sampling`]: greedy by default, ties broken toward the lowest token id (as `torch.argmax`
+/// does); sampled draws keyed by (seed, position, token id), so the same seed gives the same
+/// tokens on every engine and in every run.
 pub trait Engine {
     /// Short name shown to users: `cpu`, `emulator` or `gpu`.
     fn name(&self) -> &'static str;
@@ -37,16 +50,27 @@ pub trait Engine {
     fn max_context(&self) -> usize;
     /// How many tokens are already in the KV cache (the position the next token goes to).
     fn position(&self) -> usize;
-    /// Appends `token` at [`Engine::position`] and returns the greedy next token id.
+    /// How the steps from now on choose their token.
+    fn set_sampling(&mut self, sampling: &Sampling) -> Result<()>;
+    /// Appends `token` at [`Engine::position`] and returns the token chosen to follow it.
     /// Fails, without changing state, when the cache is full.
-    fn step(&mut self, token: u32) -> Result<u32>;
-    /// Feeds a whole prompt and returns the greedy token that follows it.
+    fn feed(&mut self, token: u32, next: Next) -> Result<u32>;
+    /// Forgets the positions from `position` on: the next token goes to `position`, and what
+    /// came before stays in the cache (a chat's `/clear`, `qwenmk bench`'s repetitions).
+    fn truncate(&mut self, position: usize) -> Result<()>;
+    /// [`Engine::feed`] of a token whose successor is wanted.
+    fn step(&mut self, token: u32) -> Result<u32> {
+        self.feed(token, Next::Wanted)
+    }
+    /// Feeds a whole prompt and returns the token chosen to follow it.
     fn prefill(&mut self, tokens: &[u32]) -> Result<u32> {
-        let mut next = None;
-        for &t in tokens {
-            next = Some(self.step(t)?);
+        let Some((&last, rest)) = tokens.split_last() else {
+            bail!("the prompt is empty: give at least one token");
+        };
+        for &t in rest {
+            self.feed(t, Next::Unused)?;
         }
-        next.ok_or_else(|| anyhow::anyhow!("the prompt is empty: give at least one token"))
+        self.feed(last, Next::Wanted)
     }
 }
 

@@ -9,12 +9,16 @@
 //! [`encode_prompt`] ties them together for `qwenmk generate`.
 
 mod error;
+mod generation;
+mod source;
 mod stop;
 mod stream;
 mod template;
 mod tokenizer;
 
 pub use error::PromptError;
+pub use generation::GenerationDefaults;
+pub use source::{PromptSource, read_prompt, stdin_is_terminal};
 pub use stop::{FALLBACK_STOP_TOKENS, StopSource, StopTokens};
 pub use stream::TextStream;
 pub use template::{ChatMessage, ChatTemplate, RenderOptions, single_turn};

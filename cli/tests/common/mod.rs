@@ -121,13 +121,13 @@ pub fn assert_success(output: &Output) -> String {
     err
 }
 
-/// `generate --json` output: the streamed text, and the JSON object on the last line.
+/// `generate --json` output: stdout is exactly one JSON document; returns its text and itself.
 pub fn split_json(output: &Output) -> (String, Value) {
     let out = stdout(output);
-    let body = out.strip_suffix('\n').expect("stdout ends with a newline");
-    let (text, line) = body.rsplit_once('\n').expect("a JSON line after the text");
-    let json: Value = serde_json::from_str(line).expect("the last line is JSON");
-    (text.to_owned(), json)
+    let json: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("stdout is one JSON document ({e}): {out:?}"));
+    let text = json["text"].as_str().expect("a text field").to_owned();
+    (text, json)
 }
 
 pub fn ids(value: &Value) -> Vec<u32> {

@@ -475,6 +475,32 @@ pub fn sync_warp() {
         .wait(aborted);
 }
 
+/// Whether `pred` holds on any lane of the warp; every lane gets the answer (one rendezvous,
+/// through the same mailbox as the shuffles).
+pub fn warp_any(pred: bool) -> bool {
+    let (block, aborted) = block_state();
+    let thread = thread_idx();
+    let warp = &block.warps[(thread / WARP_SIZE) as usize];
+    let set = SHUFFLES.with(|c| {
+        let n = c.get();
+        c.set(n.wrapping_add(1));
+        &warp.slots[(n % 2) as usize]
+    });
+    set[(thread % WARP_SIZE) as usize].store(pred as u32, Ordering::Relaxed);
+    warp.barrier.wait(aborted);
+    set.iter().any(|slot| slot.load(Ordering::Relaxed) != 0)
+}
+
+/// Relaxed atomic or; returns the old value.
+///
+/// # Safety
+/// `p` must point to a live, aligned `u32` that is only accessed atomically.
+#[inline]
+pub unsafe fn atomic_or_u32(p: *mut u32, v: u32) -> u32 {
+    // SAFETY: the caller guarantees `p`.
+    unsafe { AtomicU32::from_ptr(p) }.fetch_or(v, Ordering::Relaxed)
+}
+
 /// Compare-and-swap (relaxed); returns the old value.
 ///
 /// # Safety

@@ -235,6 +235,43 @@ pub unsafe fn atomic_cas_u32(p: *mut u32, expected: u32, new: u32) -> u32 {
     old
 }
 
+/// `*p |= v` atomically (relaxed, GPU scope); returns the old value.
+///
+/// # Safety
+/// `p` must point to a 4-byte aligned `u32` in global memory.
+#[inline(always)]
+pub unsafe fn atomic_or_u32(p: *mut u32, v: u32) -> u32 {
+    let old: u32;
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "atom.relaxed.gpu.global.or.b32 {old}, [{p}], {v};",
+            old = out(reg32) old,
+            p = in(reg64) p,
+            v = in(reg32) v,
+            options(nostack),
+        );
+    }
+    old
+}
+
+/// Whether `pred` holds on any lane of the warp; every lane gets the answer. A vote orders no
+/// memory: follow it with [`sync_warp`] before reading what other lanes wrote.
+#[inline(always)]
+pub fn warp_any(pred: bool) -> bool {
+    let ballot: u32;
+    // SAFETY: a full-warp vote; kernels call it with every lane converged.
+    unsafe {
+        asm!(
+            "{{ .reg .pred %p; setp.ne.u32 %p, {v}, 0; vote.sync.ballot.b32 {b}, %p, 0xffffffff; }}",
+            b = out(reg32) ballot,
+            v = in(reg32) pred as u32,
+            options(nomem, nostack),
+        );
+    }
+    ballot != 0
+}
+
 /// Reads a global `u64` that other blocks update atomically (relaxed, GPU scope).
 ///
 /// # Safety

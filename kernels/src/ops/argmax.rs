@@ -7,7 +7,7 @@
 //! `torch.argmax`'s (ties go to the lowest id) whatever order the blocks finish in.
 
 use crate::device;
-use crate::ops::matvec::{VALUES_PER_LOAD, matvec};
+use crate::ops::matvec::{PassVisitor, VALUES_PER_LOAD, matvec_passes};
 
 /// Parameters of [`lm_head_argmax`], passed by value to the PTX kernel.
 #[repr(C)]
@@ -88,20 +88,65 @@ pub unsafe fn argmax_rows(
     lanes_per_row: u32,
     result: *mut u64,
 ) {
-    let mut best = 0u64;
     // SAFETY: forwarded contract.
-    unsafe {
-        matvec::<1>(weights, x, rows, lanes_per_row, |row, [logit]| {
-            let key = argmax_key(logit, row);
-            if key > best {
-                best = key;
-            }
-        })
-    };
-    let best = device::warp_max_u64(best);
+    unsafe { argmax_rows_by(weights, x, rows, lanes_per_row, result, Logit) }
+}
+
+/// What an argmax ranks rows by: a function of the row and its logit. A trait with
+/// always-inlined methods rather than a closure, which the GPU build would not always inline.
+pub trait RowMap: Copy {
+    fn map(self, row: u32, logit: f32) -> f32;
+}
+
+/// The logit itself: the plain argmax.
+#[derive(Clone, Copy)]
+pub struct Logit;
+
+impl RowMap for Logit {
+    #[inline(always)]
+    fn map(self, _row: u32, logit: f32) -> f32 {
+        logit
+    }
+}
+
+/// The argmax over `rows` of `value.map(row, W[row] · x)`, merged into `*result` with one atomic per
+/// warp (the sampler's penalised or Gumbel-perturbed logits).
+///
+/// # Safety
+/// As [`argmax_rows`].
+#[inline(always)]
+pub unsafe fn argmax_rows_by(
+    weights: *const u16,
+    x: &[f32],
+    rows: u32,
+    lanes_per_row: u32,
+    result: *mut u64,
+    value: impl RowMap,
+) {
+    let mut best = Best { key: 0, value };
+    // SAFETY: forwarded contract.
+    unsafe { matvec_passes::<1>(weights, x, rows, lanes_per_row, &mut best) };
+    let best = device::warp_max_u64(best.key);
     if device::lane_id() == 0 && best != 0 {
         // SAFETY: the caller guarantees `result`.
         unsafe { device::atomic_max_u64(result, best) };
+    }
+}
+
+/// The lane's best key so far. A struct owned by the pass (not a closure capturing a local by
+/// reference), so that on the GPU it stays in registers.
+struct Best<F> {
+    key: u64,
+    value: F,
+}
+
+impl<F: RowMap> PassVisitor<1> for Best<F> {
+    #[inline(always)]
+    fn unit(&mut self, row: u32, [logit]: [f32; 1]) {
+        let key = argmax_key(self.value.map(row, logit), row);
+        if key > self.key {
+            self.key = key;
+        }
     }
 }
 

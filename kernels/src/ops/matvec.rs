@@ -68,7 +68,44 @@ pub unsafe fn matvec<const R: usize>(
     x: &[f32],
     units: u32,
     lanes_per_row: u32,
-    mut epilogue: impl FnMut(u32, [f32; R]),
+    epilogue: impl FnMut(u32, [f32; R]),
+) {
+    // SAFETY: forwarded contract.
+    unsafe { matvec_passes::<R>(weights, x, units, lanes_per_row, &mut Epilogue(epilogue)) }
+}
+
+/// What [`matvec_passes`] hands each unit's dot products to, pass by pass.
+pub trait PassVisitor<const R: usize> {
+    /// The `R` dot products of `unit`, on the one lane that finished it (at most once per
+    /// lane per pass).
+    fn unit(&mut self, unit: u32, values: [f32; R]);
+    /// The end of a pass of the warp over `32 / lanes_per_row` units, on every lane of the
+    /// warp, converged: a consumer that needs the whole warp (the sampler's merge) runs here.
+    fn end_of_pass(&mut self) {}
+}
+
+/// A plain epilogue closure as a [`PassVisitor`].
+struct Epilogue<F>(F);
+
+impl<const R: usize, F: FnMut(u32, [f32; R])> PassVisitor<R> for Epilogue<F> {
+    #[inline(always)]
+    fn unit(&mut self, unit: u32, values: [f32; R]) {
+        (self.0)(unit, values)
+    }
+}
+
+/// [`matvec`] with a [`PassVisitor`] instead of an epilogue: one object (no two closures
+/// sharing mutable state) that also sees the end of every pass.
+///
+/// # Safety
+/// As [`matvec`].
+#[inline(always)]
+pub unsafe fn matvec_passes<const R: usize>(
+    weights: *const u16,
+    x: &[f32],
+    units: u32,
+    lanes_per_row: u32,
+    visitor: &mut impl PassVisitor<R>,
 ) {
     let cols = x.len();
     let loads_per_row = cols as u32 / VALUES_PER_LOAD;
@@ -106,8 +143,9 @@ pub unsafe fn matvec<const R: usize>(
             offset /= 2;
         }
         if split.sub == 0 && unit < units {
-            epilogue(unit, partial);
+            visitor.unit(unit, partial);
         }
+        visitor.end_of_pass();
         base += split.unit_stride;
     }
 }

@@ -3,3 +3,4 @@
 pub mod argmax;
 pub mod matvec;
 pub mod norm;
+pub mod sample;

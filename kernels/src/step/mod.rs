@@ -19,9 +19,9 @@ pub mod host;
 pub mod sync;
 
 use crate::device;
-use crate::ops::argmax::argmax_rows;
 use crate::ops::matvec::{matvec, prefetch};
 use crate::ops::norm::{bf16, rmsnorm_block};
+use crate::ops::sample::{self, SampleParams, lm_head_sample};
 use attention::{AttentionItem, attend, attention_split, combine, warp_scratch_floats};
 use sync::{ErrorKind, GridSync, SYNC_SHARED_BYTES, Stage, StepError, record_error};
 
@@ -145,6 +145,8 @@ pub struct StepParams {
     /// SiLU(gate)·up, `intermediate` f32.
     pub act: *mut f32,
     pub control: *mut StepControl,
+    /// How the LM head chooses the next token (greedy, or a seeded draw), and its state.
+    pub sample: SampleParams,
 }
 
 // SAFETY: plain data; the pointers name memory the launch owns while it runs.
@@ -163,11 +165,16 @@ pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block
         vector = dims.intermediate;
     }
     let attention = warps_per_block * warp_scratch_floats(dims.head_dim, shape.max_chunk);
-    let floats = if attention > vector {
+    // The LM head keeps the normed hidden state and, behind it, the sampler's warp lists.
+    let lm_head = dims.hidden + (sample::shared_bytes(warps_per_block) / 4) as u32;
+    let mut floats = if attention > vector {
         attention
     } else {
         vector
     };
+    if lm_head > floats {
+        floats = lm_head;
+    }
     SYNC_SHARED_BYTES + floats as usize * 4
 }
 
@@ -329,6 +336,12 @@ pub unsafe fn decode_step(p: &StepParams) {
     let warp_in_grid = device::block_idx() * device::warps_per_block() + device::warp_id();
     // SAFETY: the embedding has `vocab` rows and `token < vocab`.
     let embedding_row = unsafe { p.embedding.add(token as usize * d.hidden as usize) };
+    // The sampler's penalty window takes this step's input (block 0; others read the mask in
+    // the LM head, many barriers later).
+    if device::block_idx() == 0 {
+        // SAFETY: the sampler's buffers are sized by the host for this vocabulary.
+        unsafe { sample::record_input(&p.sample, token, pos, d.vocab) };
+    }
 
     // The residual stream starts as the token's embedding row (block 0 writes it; every block
     // normalises straight from the row, so nobody waits for the copy).
@@ -482,7 +495,8 @@ pub unsafe fn decode_step(p: &StepParams) {
         layer += 1;
     }
 
-    // 6. Final RMSNorm, LM head and argmax, fused: no logit leaves the SM.
+    // 6. Final RMSNorm, LM head and the choice of the next token (argmax or a seeded draw),
+    //    fused: no logit leaves the SM.
     // SAFETY: as above.
     unsafe {
         rmsnorm_block(
@@ -493,12 +507,15 @@ pub unsafe fn decode_step(p: &StepParams) {
             work,
             reduce,
         );
-        argmax_rows(
+        lm_head_sample(
             p.lm_head,
             vector(d.hidden),
             d.vocab,
             lanes,
             &raw mut (*control).argmax_key,
+            &p.sample,
+            pos,
+            work.add(d.hidden as usize).cast::<u64>(),
         );
         if !sync.barrier(Stage::LmHead, d.layers, || {}) {
             return;

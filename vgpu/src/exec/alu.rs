@@ -156,6 +156,49 @@ pub fn mad(mode: MulMode, ty: Ty, a: u64, b: u64, c: u64) -> u64 {
     }
 }
 
+/// `bfe`: `len` bits of `a` from bit `pos` (both taken from their low 8 bits), sign-extended
+/// from the field's top bit for signed types (PTX ISA, `bfe`).
+#[inline]
+pub fn bfe(ty: Ty, a: u64, pos: u64, len: u64) -> u64 {
+    let msb = ty.bits() - 1;
+    let (pos, len) = ((pos & 0xff) as u32, (len & 0xff) as u32);
+    let bit = |i: u32| (a >> i) & 1;
+    let fill = if ty.is_signed() {
+        if len == 0 {
+            0
+        } else {
+            bit((pos + len - 1).min(msb))
+        }
+    } else {
+        0
+    };
+    let mut d = 0u64;
+    for i in 0..=msb {
+        let v = if i < len && pos + i <= msb {
+            bit(pos + i)
+        } else {
+            fill
+        };
+        d |= v << i;
+    }
+    d & ty.mask()
+}
+
+/// `bfi`: `b` with `len` bits from `pos` replaced by the low bits of `f` (PTX ISA, `bfi`).
+#[inline]
+pub fn bfi(ty: Ty, f: u64, b: u64, pos: u64, len: u64) -> u64 {
+    let msb = ty.bits() - 1;
+    let (pos, len) = ((pos & 0xff) as u32, (len & 0xff) as u32);
+    let mut d = b & ty.mask();
+    for i in 0..len {
+        if pos + i > msb {
+            break;
+        }
+        d = (d & !(1 << (pos + i))) | (((f >> i) & 1) << (pos + i));
+    }
+    d
+}
+
 #[inline]
 pub fn unary(op: UnOp, ty: Ty, a: u64) -> u64 {
     let bits = ty.bits();
@@ -365,6 +408,11 @@ mod tests {
         assert_eq!(unary(UnOp::Not, Ty::Pred, 1), 0);
         assert_eq!(unary(UnOp::Clz, Ty::B32, 1), 31);
         assert_eq!(unary(UnOp::Neg, Ty::S64, 1), u64::MAX);
+        assert_eq!(bfe(Ty::U32, 0xabcd_1234, 8, 8), 0x12);
+        assert_eq!(bfe(Ty::S32, 0x0000_8000, 12, 4), 0xffff_ffff);
+        assert_eq!(bfe(Ty::U32, 0xffff_ffff, 28, 8), 0xf);
+        assert_eq!(bfi(Ty::B32, 0xf, 0, 4, 4), 0xf0);
+        assert_eq!(bfi(Ty::B32, 0, 0xffff_ffff, 8, 8), 0xffff_00ff);
     }
 
     #[test]

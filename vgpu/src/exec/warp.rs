@@ -537,6 +537,32 @@ impl Ctx<'_> {
                 // SAFETY: as above.
                 unsafe { lanes::map3(dst, a, b, c, |a, b, c| float::fma(*ty, *ftz, a, b, c)) };
             }
+            Op::Bfe { ty, d, a, b, c } => {
+                let mut t = [[0; 32]; 3];
+                let ([a, b, c], dst) = self.prepare(w, [*a, *b, *c], &mut t, *d, active);
+                // SAFETY: as above.
+                unsafe { lanes::map3(dst, a, b, c, |a, b, c| alu::bfe(*ty, a, b, c)) };
+            }
+            Op::Bfi {
+                ty,
+                d,
+                f,
+                b,
+                pos,
+                len,
+            } => {
+                let (f, b, pos, len) = (
+                    self.read(w, *f),
+                    self.read(w, *b),
+                    self.read(w, *pos),
+                    self.read(w, *len),
+                );
+                let mut v = [0u64; 32];
+                for l in 0..32 {
+                    v[l] = alu::bfi(*ty, f[l], b[l], pos[l], len[l]);
+                }
+                w.write(*d, &v, active);
+            }
             Op::Unary { op, ty, d, a } => {
                 let mut t = [[0; 32]; 1];
                 let ([a], dst) = self.prepare(w, [*a], &mut t, *d, active);

@@ -123,6 +123,7 @@ pub fn silu(x: f32) -> f32 {
 
 /// Index of the largest value, the lowest index among equals (as `torch.argmax`). `None` if any
 /// value is NaN or the slice is empty.
+#[cfg(test)]
 pub fn argmax(values: &[f32]) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;
     for (i, &v) in values.iter().enumerate() {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
+use qwenmk_kernels::ops::sample::{SampleParams, list_words, mask_words};
 use qwenmk_kernels::step::host::rope_table;
 use qwenmk_kernels::step::sync::{Stage, StepError};
 use qwenmk_kernels::step::{LaunchShape, LayerPointers, StepControl, StepParams};
@@ -19,7 +20,7 @@ use super::launch::{KernelAttributes, StepKernel};
 use super::memory::{bytes_needed, choose_max_context};
 use super::probe::{GpuInfo, probe};
 use crate::engine::plan::{StepPlan, WeightPointers, describe_step_error};
-use crate::engine::{Engine, ensure_room};
+use crate::engine::{Engine, Next, Sampling, ensure_room};
 
 /// Threads per block: 8 warps, so one block per SM keeps the whole register file busy.
 pub const BLOCK: u32 = 256;
@@ -56,6 +57,16 @@ struct DeviceBuffers {
     control: CudaSlice<u32>,
 }
 
+/// The sampler's device state (see `SampleParams`): input tokens by position, the penalty
+/// mask, the candidate lists and the count of blocks that published theirs.
+struct SamplerBuffers {
+    history: CudaSlice<u32>,
+    history_len: usize,
+    mask: CudaSlice<u32>,
+    lists: CudaSlice<u64>,
+    blocks_done: CudaSlice<u32>,
+}
+
 pub struct GpuEngine {
     model: Arc<PackedModel>,
     info: GpuInfo,
@@ -63,6 +74,8 @@ pub struct GpuEngine {
     attributes: KernelAttributes,
     plan: StepPlan,
     buffers: DeviceBuffers,
+    sampler: SamplerBuffers,
+    sampling: Sampling,
     params: StepParams,
     position: usize,
     /// The token the last step produced: feeding it back needs no host write.
@@ -189,6 +202,21 @@ impl GpuEngine {
             attn_out: f32_ptr(&b._attn_out),
             act: f32_ptr(&b._act),
             control: address(&b.control, &stream) as *mut StepControl,
+            sample: SampleParams::greedy(),
+        };
+        let alloc_u32 = |n: usize, what: &str| {
+            stream
+                .alloc_zeros::<u32>(n.max(1))
+                .with_context(|| format!("allocating the sampler's {what} on the GPU"))
+        };
+        let sampler = SamplerBuffers {
+            history: alloc_u32(1, "history")?,
+            history_len: 0,
+            mask: alloc_u32(mask_words(plan.dims.vocab), "penalty mask")?,
+            lists: stream
+                .alloc_zeros::<u64>(list_words(plan.grid))
+                .context("allocating the sampler's candidate lists on the GPU")?,
+            blocks_done: alloc_u32(1, "block counter")?,
         };
         Ok(GpuEngine {
             model,
@@ -197,6 +225,8 @@ impl GpuEngine {
             attributes,
             plan,
             buffers,
+            sampler,
+            sampling: Sampling::greedy(),
             params,
             position: 0,
             last_output: None,
@@ -220,20 +250,10 @@ impl GpuEngine {
         &self.model
     }
 
-    /// Forgets the positions from `position` on: the next step writes its key and value at
-    /// `position` and attends over `0..=position`, so later cache entries are never read.
-    pub fn truncate(&mut self, position: usize) -> Result<()> {
-        crate::engine::ensure_can_truncate(position, self.position)?;
-        self.position = position;
-        // The device's control block still holds the old position: the next step writes both.
-        self.last_output = None;
-        Ok(())
-    }
-
-    /// Decodes `n` tokens greedily from [`Engine::position`], `first` first, timed on the GPU
-    /// with CUDA events: the `n` launches go back to back with no host work between them (the
-    /// kernel feeds itself its output token and position), then the control block is read
-    /// once. Returns the last token and the seconds between the events.
+    /// Decodes `n` tokens from [`Engine::position`] (as the sampling settings say), `first`
+    /// first, timed on the GPU with CUDA events: the `n` launches go back to back with no host
+    /// work between them (the kernel feeds itself its output token and position), then the
+    /// control block is read once. Returns the last token and the seconds between the events.
     pub fn decode_timed(&mut self, first: u32, n: usize) -> Result<(u32, f64)> {
         if n == 0 {
             bail!("a timed decode needs at least one step");
@@ -247,7 +267,8 @@ impl GpuEngine {
         }
         self.refuse_after_failure()?;
         let stream = self.kernel.stream().clone();
-        self.feed(&stream, first)?;
+        self.write_input(&stream, first)?;
+        self.params.sample = self.sample_params(Next::Wanted);
         // Read before timing (this also waits for the write): the step counter to compare.
         let before = self.read_control()?;
         let plan = &self.plan;
@@ -308,7 +329,7 @@ impl GpuEngine {
     /// Puts `token` and the current position in the control block, unless the kernel left
     /// them there itself (the token is its own previous output): generation runs with no host
     /// writes, prompt tokens and truncations need one.
-    fn feed(&mut self, stream: &Arc<CudaStream>, token: u32) -> Result<()> {
+    fn write_input(&mut self, stream: &Arc<CudaStream>, token: u32) -> Result<()> {
         if self.last_output != Some(token) {
             let input = [token, self.position as u32];
             let mut head = self.buffers.control.slice_mut(0..2);
@@ -319,11 +340,28 @@ impl GpuEngine {
         Ok(())
     }
 
+    /// The kernel's sampling parameters for a step whose output is (or is not) used.
+    fn sample_params(&self, next: Next) -> SampleParams {
+        let stream = self.kernel.stream();
+        let s = &self.sampler;
+        let mut p = self.sampling.kernel_params(next == Next::Wanted);
+        p.history_len = s.history_len as u32;
+        p.history = address(&s.history, stream) as *mut u32;
+        p.penalty_mask = address(&s.mask, stream) as *mut u32;
+        p.lists = address(&s.lists, stream) as *mut u64;
+        p.blocks_done = address(&s.blocks_done, stream) as *mut u32;
+        p
+    }
+
     fn reset_control(&mut self) -> Result<()> {
         let stream = self.kernel.stream().clone();
         stream
             .memset_zeros(&mut self.buffers.control)
             .context("resetting the control block")?;
+        // Blocks of a failed step may have counted themselves into the sampler's merge.
+        stream
+            .memset_zeros(&mut self.sampler.blocks_done)
+            .context("resetting the sampler's block counter")?;
         self.last_output = None;
         Ok(())
     }
@@ -384,7 +422,35 @@ impl Engine for GpuEngine {
         self.position
     }
 
-    fn step(&mut self, token: u32) -> Result<u32> {
+    fn set_sampling(&mut self, sampling: &Sampling) -> Result<()> {
+        sampling.validate()?;
+        let window = sampling.penalty_window().min(self.max_context());
+        if window != self.sampler.history_len {
+            self.sampler.history = self
+                .kernel
+                .stream()
+                .alloc_zeros::<u32>(window.max(1))
+                .context("allocating the sampler's history on the GPU")?;
+            self.sampler.history_len = window;
+        }
+        self.sampling = Sampling {
+            repeat_last_n: window,
+            ..*sampling
+        };
+        Ok(())
+    }
+
+    /// The next step writes its key and value at `position` and attends over `0..=position`,
+    /// so later cache entries (and the penalty window's later inputs) are never read.
+    fn truncate(&mut self, position: usize) -> Result<()> {
+        crate::engine::ensure_can_truncate(position, self.position)?;
+        self.position = position;
+        // The device's control block still holds the old position: the next step writes both.
+        self.last_output = None;
+        Ok(())
+    }
+
+    fn feed(&mut self, token: u32, next: Next) -> Result<u32> {
         self.refuse_after_failure()?;
         ensure_room(
             self.position,
@@ -392,7 +458,8 @@ impl Engine for GpuEngine {
             self.model.config().max_position_embeddings,
         )?;
         let stream = self.kernel.stream().clone();
-        self.feed(&stream, token)?;
+        self.write_input(&stream, token)?;
+        self.params.sample = self.sample_params(next);
         let plan = &self.plan;
         if let Err(e) = self
             .kernel
