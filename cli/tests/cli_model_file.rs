@@ -63,6 +63,9 @@ fn a_packed_file_runs_alone_on_another_machine() {
             "cpu",
             "--json",
             "--ignore-eos",
+            // Greedy, as the reference; the file's own generation config asks for sampling.
+            "--temp",
+            "0",
             "-n",
             &n,
         ];
