@@ -259,6 +259,17 @@ pub enum BenchFormat {
     Csv,
 }
 
+/// How `bench` brings the KV cache to each depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fill {
+    /// Decode pseudo-random tokens through the engine: the cache a user's run would hold.
+    Steps,
+    /// Write pseudo-random keys and values straight into the cache: seconds instead of a step
+    /// per position (decode speed does not depend on the cache's values).
+    Random,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -302,6 +313,10 @@ pub struct BenchArgs {
     /// cpu, 1 on the emulator].
     #[arg(long, value_name = "N")]
     pub warmup: Option<usize>,
+    /// How the KV cache is brought to each depth [default: steps; random on the virtual GPU,
+    /// where a step takes seconds to minutes].
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub fill: Option<Fill>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = BenchFormat::Md)]
     pub output: BenchFormat,

@@ -280,6 +280,8 @@ fn bench_runs_and_labels_its_times_virtual() {
                 "1",
                 "--warmup",
                 "0",
+                "--fill",
+                "steps",
                 "-o",
                 format,
             ],
@@ -290,6 +292,8 @@ fn bench_runs_and_labels_its_times_virtual() {
     };
     let json: serde_json::Value = serde_json::from_str(&run("json")).expect("bench JSON");
     assert_eq!(json["time"], "virtual", "{json}");
+    assert_eq!(json["settings"]["fill"], "steps", "{json}");
+    assert!(json["results"][0]["simulated"].is_null(), "{json}");
     assert!(
         json["timer"]
             .as_str()
@@ -306,6 +310,82 @@ fn bench_runs_and_labels_its_times_virtual() {
     let md = run("md");
     assert!(
         md.contains("gpu (virtual)") && md.contains("Times are virtual"),
+        "{md}"
+    );
+}
+
+#[test]
+fn the_h100_timing_model_changes_no_token() {
+    check(
+        "tiny-gqa2",
+        "raw-france",
+        4,
+        &[("QWENMK_VGPU_TIMING", "h100"), ("QWENMK_VGPU_SMS", "132")],
+    );
+}
+
+#[test]
+fn a_simulated_bench_says_so_and_shows_where_each_step_went() {
+    let sandbox = Sandbox::new();
+    let model = fixture("tiny-gqa2");
+    let run = |format: &str| {
+        let output = sandbox.qwenmk_vgpu(
+            &[
+                "bench",
+                "--model",
+                model.to_str().unwrap(),
+                "--device",
+                "gpu",
+                "--depth",
+                "0,96",
+                "--tokens",
+                "2",
+                "-o",
+                format,
+            ],
+            &[("QWENMK_VGPU_TIMING", "h100")],
+        );
+        assert_success(&output);
+        common::stdout(&output)
+    };
+    let json: serde_json::Value = serde_json::from_str(&run("json")).expect("bench JSON");
+    assert_eq!(json["time"], "simulated", "{json}");
+    assert!(
+        json["gpu"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("simulated H100")
+    );
+    // The virtual GPU's default: the cache is written, not decoded into.
+    assert_eq!(json["settings"]["fill"], "random", "{json}");
+    for r in json["results"].as_array().unwrap() {
+        let p = &r["simulated"];
+        assert_eq!(p["model"], "h100-sxm-v1", "{p}");
+        // One warm-up step is not profiled; the timed run's two are.
+        assert_eq!(p["steps"], 2, "{p}");
+        let stages = p["stages"].as_array().unwrap();
+        let names: Vec<&str> = stages
+            .iter()
+            .map(|s| s["stage"].as_str().unwrap())
+            .collect();
+        assert_eq!(names[..2], ["QKV", "attention"], "{p}");
+        assert!(names.ends_with(&["down", "LM head", "end of step"]), "{p}");
+        // The stages tile the step, and the step is the bench's own time per token.
+        let sum: f64 = stages
+            .iter()
+            .map(|s| s["us_per_step"].as_f64().unwrap())
+            .sum();
+        let step = p["us_per_step"].as_f64().unwrap();
+        assert!((sum - step).abs() <= 1e-6 * step, "{sum} vs {step}");
+        let bench = r["us_per_token"].as_f64().unwrap();
+        assert!((bench - step).abs() <= 0.05 * step, "{bench} vs {step}");
+        assert!(p["l2_hit_bytes_per_step"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    let md = run("md");
+    assert!(
+        md.contains("gpu (simulated)")
+            && md.contains("Times are simulated")
+            && md.contains("Simulated time per step by stage"),
         "{md}"
     );
 }

@@ -23,6 +23,7 @@
 
 pub mod device;
 pub mod ops;
+pub mod probes;
 pub mod step;
 
 #[cfg(target_arch = "nvptx64")]
@@ -34,7 +35,18 @@ pub mod kernel_names {
     pub const LM_HEAD_ARGMAX: &str = "qwenmk_lm_head_argmax";
     /// [`crate::step::decode_step`]: the whole decode step, persistent.
     pub const DECODE_STEP: &str = "qwenmk_decode_step";
-    /// Every kernel in the module, for reports and load checks.
+    /// The microbenchmarks of [`crate::probes`] (`STREAM[i]`: 1, 2, 4, 8 loads in flight).
+    pub const PROBE_CHASE: &str = "qwenmk_probe_chase";
+    pub const PROBE_STREAM: [&str; 4] = [
+        "qwenmk_probe_stream_1",
+        "qwenmk_probe_stream_2",
+        "qwenmk_probe_stream_4",
+        "qwenmk_probe_stream_8",
+    ];
+    pub const PROBE_PING_PONG: &str = "qwenmk_probe_ping_pong";
+    pub const PROBE_BARRIERS: &str = "qwenmk_probe_barriers";
+    pub const PROBE_SHARED_READ: &str = "qwenmk_probe_shared_read";
+    /// The kernels qwenmk runs, for reports and load checks.
     pub const ALL: &[&str] = &[DECODE_STEP, LM_HEAD_ARGMAX];
 }
 

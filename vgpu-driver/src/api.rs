@@ -13,7 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Mutex, OnceLock};
 
 use crate::config::Fault;
-use crate::state::{CONTEXT_HANDLE, DEVICE_NAME, Driver, Event, code, describe};
+use crate::state::{CONTEXT_HANDLE, Driver, Event, code, describe};
 
 type CUresult = u32;
 type CUdeviceptr = u64;
@@ -104,14 +104,15 @@ pub unsafe extern "C" fn cuDeviceGet(device: *mut c_int, ordinal: c_int) -> CUre
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: c_int) -> CUresult {
-    call("cuDeviceGetName", false, |_| {
+    call("cuDeviceGetName", false, |d| {
         if dev != 0 {
             return code::INVALID_DEVICE;
         }
         if name.is_null() || len <= 0 {
             return code::INVALID_VALUE;
         }
-        let bytes = DEVICE_NAME.as_bytes();
+        let device_name = d.name();
+        let bytes = device_name.as_bytes();
         let n = bytes.len().min(len as usize - 1);
         // SAFETY: `name` holds `len` bytes (API contract).
         unsafe {
@@ -951,6 +952,35 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel(
     )
 }
 
+// ---- The virtual GPU's own extension ------------------------------------------------------
+
+/// Not a CUDA function: the timing model's profile of the launches since the last call, as
+/// JSON (`{"model", "clock_ghz", "sms", "launches": [{"cycles", "hbm_bytes", …,
+/// "arrivals": [[block, cycle], …]}]}`), written to `buf` (`len` bytes) NUL-terminated.
+/// Returns the JSON's length; when `len` is too small nothing is written or forgotten, so a
+/// caller can ask again with a larger buffer. A program finds it with `dlsym`; only the
+/// virtual GPU has it.
+///
+/// # Safety
+/// `buf` must hold `len` writable bytes (or be null with `len` 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qwenmkVgpuTakeProfile(buf: *mut c_char, len: usize) -> usize {
+    let mut d = driver().lock().unwrap_or_else(|e| e.into_inner());
+    let saved = std::mem::take(&mut d.profile);
+    d.profile = saved.clone();
+    let json = d.take_profile();
+    if json.len() + 1 > len || buf.is_null() {
+        d.profile = saved;
+        return json.len();
+    }
+    // SAFETY: `buf` holds `len` > json.len() bytes (checked above).
+    unsafe {
+        std::ptr::copy_nonoverlapping(json.as_ptr(), buf.cast::<u8>(), json.len());
+        buf.add(json.len()).write(0);
+    }
+    json.len()
+}
+
 // ---- Errors -------------------------------------------------------------------------------
 
 #[unsafe(no_mangle)]
@@ -1201,7 +1231,7 @@ mod tests {
         );
         // SAFETY: NUL-terminated by the call.
         let name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy();
-        assert_eq!(name, DEVICE_NAME);
+        assert_eq!(name, crate::state::DEVICE_NAME);
         let mut major = 0;
         // SAFETY: a valid out-pointer.
         assert_eq!(

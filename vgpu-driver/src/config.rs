@@ -30,6 +30,8 @@ pub struct Config {
     /// Registers per thread to assume when ptxas is not available.
     pub fallback_registers: u32,
     pub trace: bool,
+    /// `QWENMK_VGPU_TIMING=h100`: the timing model of an H100 SXM.
+    pub timing: bool,
 }
 
 /// The SMs of the default virtual device: few, so launches interpret quickly.
@@ -68,7 +70,18 @@ impl Config {
             fault: None,
             fallback_registers: DEFAULT_REGISTERS,
             trace: var("QWENMK_VGPU_TRACE").is_some(),
+            timing: false,
         };
+        if let Some(v) = var("QWENMK_VGPU_TIMING") {
+            match v.trim() {
+                "h100" => c.timing = true,
+                "0" | "off" | "none" => {}
+                _ => warn(&format!(
+                    "QWENMK_VGPU_TIMING={v} is not a timing model (the one there is: h100); \
+                     running without timing"
+                )),
+            }
+        }
         if let Some(v) = var("QWENMK_VGPU_SMS") {
             match v.trim().parse::<u32>() {
                 Ok(n) if (1..=1024).contains(&n) => c.sms = n,

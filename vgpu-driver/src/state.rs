@@ -87,6 +87,8 @@ pub fn describe(code: u32) -> Option<(&'static str, &'static str)> {
 
 /// The device name: nobody should take it for hardware.
 pub const DEVICE_NAME: &str = "qwenmk virtual GPU (PTX interpreter)";
+/// The device name with the timing model on: its times are a simulated H100's.
+pub const DEVICE_NAME_TIMED: &str = "qwenmk virtual GPU (PTX interpreter, simulated H100 timing)";
 
 pub struct Function {
     pub module: usize,
@@ -118,6 +120,8 @@ pub struct Driver {
     /// A faulted launch's error: every later call returns it.
     pub sticky: Option<u32>,
     pub allocations: u32,
+    /// The timing model's reports of the launches since the profile was last read.
+    pub profile: Vec<qwenmk_vgpu::timing::Report>,
 }
 
 /// Fake non-null handle values for the context (there is one).
@@ -127,8 +131,12 @@ impl Driver {
     pub fn new() -> Driver {
         let config = Config::from_env();
         let shape = Shape::for_capability(config.compute_capability);
+        let mut device = Device::new(config.memory_bytes, config.compute_capability);
+        if config.timing {
+            device.enable_timing(qwenmk_vgpu::timing::H100_SXM, config.sms);
+        }
         Driver {
-            device: Device::new(config.memory_bytes, config.compute_capability),
+            device,
             shape,
             config,
             initialised: false,
@@ -141,7 +149,60 @@ impl Driver {
             streams: Vec::new(),
             sticky: None,
             allocations: 0,
+            profile: Vec::new(),
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        if self.config.timing {
+            DEVICE_NAME_TIMED
+        } else {
+            DEVICE_NAME
+        }
+    }
+
+    /// The profile of the timed launches since the last call, as JSON (and forgets them).
+    pub fn take_profile(&mut self) -> String {
+        let launches: Vec<String> = self
+            .profile
+            .drain(..)
+            .map(|r| {
+                let c = &r.counters;
+                let arrivals: Vec<String> = r
+                    .arrivals
+                    .iter()
+                    .map(|(b, t)| format!("[{b},{t}]"))
+                    .collect();
+                format!(
+                    "{{\"cycles\":{},\"hbm_bytes\":{},\"hbm_busy_cycles\":{:.1},\
+                     \"l2_hit_bytes\":{},\"l2_far_hit_bytes\":{},\"l1_hit_bytes\":{},\
+                     \"shared_bytes\":{},\"store_bytes\":{},\"prefetch_bytes\":{},\
+                     \"atomics\":{},\"issued\":{},\"arrivals\":[{}]}}",
+                    r.cycles,
+                    c.hbm_bytes,
+                    c.hbm_busy_cycles,
+                    c.l2_hit_bytes,
+                    c.l2_far_hit_bytes,
+                    c.l1_hit_bytes,
+                    c.shared_bytes,
+                    c.store_bytes,
+                    c.prefetch_bytes,
+                    c.atomics,
+                    c.issued,
+                    arrivals.join(",")
+                )
+            })
+            .collect();
+        let p = qwenmk_vgpu::timing::H100_SXM;
+        format!(
+            "{{\"model\":\"{}\",\"clock_ghz\":{},\"hbm_bytes_per_s\":{},\"sms\":{},\
+             \"launches\":[{}]}}",
+            qwenmk_vgpu::timing::MODEL_VERSION,
+            p.clock_ghz,
+            p.hbm_bytes_per_s,
+            self.config.sms,
+            launches.join(",")
+        )
     }
 
     pub fn trace(&self, what: &str) {
@@ -367,6 +428,13 @@ impl Driver {
         let kernel = &program.kernels[index];
         match self.device.launch(program, kernel, &cfg, params, weak) {
             Ok(outcome) => {
+                if let Some(report) = outcome.timing.clone() {
+                    // Bounded: a program that never reads the profile keeps the last 4,096.
+                    if self.profile.len() >= 4096 {
+                        self.profile.remove(0);
+                    }
+                    self.profile.push(report);
+                }
                 if self.config.trace {
                     eprintln!(
                         "qwenmk virtual GPU: `{}` finished: {} warp instructions, virtual time \

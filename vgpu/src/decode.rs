@@ -196,6 +196,16 @@ fn decode_function(
         guard: Guard::Always,
         line: f.line,
     });
+    // Loads ahead of the arithmetic that does not feed them, as ptxas schedules them (block
+    // starts, the branch targets, stay where they are).
+    let mut starts = vec![false; insts.len()];
+    starts[0] = true;
+    for i in &insts {
+        if let Op::Bra { target } = i.op {
+            starts[target as usize] = true;
+        }
+    }
+    crate::schedule::hoist_loads(&mut insts, &starts);
     let ipdom = post_dominators(&insts);
     let regs = crate::regalloc::compact(&mut insts, next);
     Ok(Kernel {

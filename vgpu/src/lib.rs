@@ -15,8 +15,10 @@ pub mod exec;
 pub mod isa;
 pub mod memory;
 pub mod ptx;
-mod regalloc;
+pub(crate) mod regalloc;
+mod schedule;
 pub mod shape;
+pub mod timing;
 
 use std::fmt;
 
@@ -67,6 +69,8 @@ impl std::error::Error for LoadError {}
 /// The virtual GPU: its memory, its clock and its shape.
 pub struct Device {
     pub mem: GlobalMemory,
+    /// The timing model (`None`: functional only).
+    pub machine: Option<timing::Machine>,
     /// Virtual nanoseconds since the device started.
     pub now_ns: u64,
     /// Compute capability (major, minor).
@@ -77,9 +81,15 @@ impl Device {
     pub fn new(memory_bytes: u64, compute_capability: (u32, u32)) -> Device {
         Device {
             mem: GlobalMemory::new(memory_bytes),
+            machine: None,
             now_ns: 0,
             compute_capability,
         }
+    }
+
+    /// Turns on the timing model for `sms` SMs (its L2 then carries over between launches).
+    pub fn enable_timing(&mut self, params: timing::Params, sms: u32) {
+        self.machine = Some(timing::Machine::new(params, sms));
     }
 
     /// Parses and decodes `ptx`, allocating its global variables. The module's `.target` must
@@ -139,7 +149,15 @@ impl Device {
             weak,
             start_ns: self.now_ns,
         };
-        let result = exec::launch(&mut self.mem, kernel, &program.lines, cfg, params, &options);
+        let result = exec::launch(
+            &mut self.mem,
+            kernel,
+            &program.lines,
+            cfg,
+            params,
+            &options,
+            self.machine.as_mut(),
+        );
         self.now_ns = match &result {
             Ok(o) => o.end_ns,
             Err(f) => f.end_ns,

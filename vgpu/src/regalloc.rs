@@ -174,6 +174,17 @@ fn visit(inst: &mut Inst, f: &mut impl FnMut(&mut Reg, Role)) {
     }
 }
 
+/// The registers `inst` reads and writes.
+pub fn operands(inst: &Inst) -> (Vec<Reg>, Vec<Reg>) {
+    let mut copy = inst.clone();
+    let (mut uses, mut defs) = (Vec::new(), Vec::new());
+    visit(&mut copy, &mut |r, role| match role {
+        Role::Use => uses.push(*r),
+        Role::Def => defs.push(*r),
+    });
+    (uses, defs)
+}
+
 /// A fixed-size bit set over registers.
 #[derive(Clone, PartialEq)]
 struct Bits(Vec<u64>);

@@ -213,6 +213,13 @@ fn write_safetensors<'a>(
     safetensors::serialize_to_file(views, None, path).map_err(std::io::Error::other)
 }
 
+/// `n` values uniform in [-1, 1), deterministic per seed: what `qwenmk bench --fill random`
+/// writes into a KV cache (timing does not depend on the values).
+pub fn random_values(seed: u64, n: usize) -> Vec<f32> {
+    let mut rng = SplitMix64(seed);
+    (0..n).map(|_| rng.symmetric()).collect()
+}
+
 /// A tiny deterministic generator (SplitMix64), so tests need no `rand` dependency.
 struct SplitMix64(u64);
 

@@ -3,6 +3,7 @@
 //! This file only dispatches; each command lives in its own module and exposes
 //! `run(args) -> anyhow::Result<()>` plus a one-line summary for the help text.
 
+mod calibrate;
 mod fixtures;
 mod gpu_check;
 mod peers;
@@ -20,6 +21,11 @@ struct Command {
 }
 
 const COMMANDS: &[Command] = &[
+    Command {
+        name: "calibrate",
+        summary: calibrate::SUMMARY,
+        run: calibrate::run,
+    },
     Command {
         name: "fixtures",
         summary: fixtures::SUMMARY,

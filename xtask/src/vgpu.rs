@@ -25,6 +25,8 @@ options (each sets the environment variable the driver reads; those can be set d
   --weak         weak-visibility memory model (QWENMK_VGPU_WEAK=1)
   --seed S       its seed (QWENMK_VGPU_SEED)
   --fault F      inject alloc, alloc:N, launch, occupancy or residency (QWENMK_VGPU_FAULT)
+  --timing h100  simulate an H100 SXM's timing (QWENMK_VGPU_TIMING): bench then reports
+                 simulated times and where each step's time went
   --trace        log every driver call to stderr (QWENMK_VGPU_TRACE=1)";
 
 /// The repository root.
@@ -129,6 +131,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "--memory" => env.push(("QWENMK_VGPU_MEMORY", value("--memory")?)),
             "--seed" => env.push(("QWENMK_VGPU_SEED", value("--seed")?)),
             "--fault" => env.push(("QWENMK_VGPU_FAULT", value("--fault")?)),
+            "--timing" => env.push(("QWENMK_VGPU_TIMING", value("--timing")?)),
             "--weak" => env.push(("QWENMK_VGPU_WEAK", "1".into())),
             "--trace" => env.push(("QWENMK_VGPU_TRACE", "1".into())),
             other => bail!("unknown option `{other}`; qwenmk's own arguments go after `--`"),

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use super::simulated::{ProfileSum, RawProfile};
 use crate::engine::Engine;
 use crate::engine::cpu::CpuEngine;
 use crate::engine::emulator::EmulatorEngine;
@@ -34,9 +35,20 @@ pub trait BenchEngine: Engine {
         })
     }
 
+    /// Fills the KV cache to `depth` positions with pseudo-random rows instead of decode steps
+    /// (`--fill random`).
+    fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()>;
+
     /// How [`BenchEngine::decode_timed`] measures, for the report.
     fn timer(&self) -> &'static str {
         "host clock around the steps"
+    }
+
+    /// Adds the timing model's profile of the steps since the last call to `into`: only a
+    /// virtual GPU with a timing model has one.
+    fn take_profile(&mut self, into: &mut ProfileSum) -> Result<()> {
+        let _ = into;
+        Ok(())
     }
 
     /// The GPU the engine runs on, if any.
@@ -45,18 +57,40 @@ pub trait BenchEngine: Engine {
     }
 }
 
-impl BenchEngine for CpuEngine {}
+impl BenchEngine for CpuEngine {
+    fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()> {
+        CpuEngine::fill_random(self, depth, seed)
+    }
+}
 
-impl BenchEngine for EmulatorEngine {}
+impl BenchEngine for EmulatorEngine {
+    fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()> {
+        EmulatorEngine::fill_random(self, depth, seed)
+    }
+}
 
 impl BenchEngine for GpuEngine {
+    fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()> {
+        GpuEngine::fill_random(self, depth, seed)
+    }
+
+    fn take_profile(&mut self, into: &mut ProfileSum) -> Result<()> {
+        if let Some(json) = self.take_simulated_profile()? {
+            into.add(&RawProfile::parse(&json)?, self.plan().dims.layers as usize)?;
+        }
+        Ok(())
+    }
+
     fn decode_timed(&mut self, first: u32, n: usize) -> Result<Timed> {
         let (last, seconds) = GpuEngine::decode_timed(self, first, n)?;
         Ok(Timed { last, seconds })
     }
 
     fn timer(&self) -> &'static str {
-        if self.info().is_virtual() {
+        if self.info().is_simulated() {
+            "simulated: the virtual GPU's timing model between CUDA events (a model of an H100, \
+             not a measurement)"
+        } else if self.info().is_virtual() {
             "virtual: the virtual GPU's clock between CUDA events (an interpreter's model, not a \
              measurement)"
         } else {

@@ -5,11 +5,13 @@
 //! - [`stats`]: mean ± sd, bytes per token, GB/s, % of peak, roofline;
 //! - [`report`]: the run as data (the JSON), Markdown and CSV;
 //! - [`peers`]: peer measurements from `cargo xtask peers`, as ratios;
-//! - [`plot`]: the SVG.
+//! - [`plot`]: the SVG;
+//! - [`simulated`]: where a step's time goes on the virtual GPU's timing model.
 
 pub mod engine;
 pub mod peers;
 pub mod plot;
 pub mod report;
+pub mod simulated;
 pub mod stats;
 pub mod sweep;

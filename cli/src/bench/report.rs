@@ -6,8 +6,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::peers::PeerRatio;
+use super::simulated::{STAGES, SimulatedProfile};
 use super::stats::DepthStats;
 use super::sweep::{DepthSamples, Skipped};
+use crate::cli::Fill;
 use crate::commands::pack::human_bytes;
 
 /// qwenmk's version and the commit it was built from (`unknown` outside a git checkout).
@@ -23,8 +25,9 @@ pub struct Report {
     pub model: ModelReport,
     pub engine: String,
     pub timer: String,
-    /// `measured` (a real clock: a GPU's events, or the host's), or `virtual` (the virtual
-    /// GPU's own clock, which measures nothing about hardware).
+    /// `measured` (a real clock: a GPU's events, or the host's), `virtual` (the virtual GPU's
+    /// own clock, which measures nothing about hardware) or `simulated` (the virtual GPU's
+    /// timing model of an H100: a model's prediction, not a measurement).
     pub time: &'static str,
     /// `null` on the cpu and emulator engines.
     pub gpu: Option<GpuReport>,
@@ -102,6 +105,8 @@ pub struct Settings {
     /// Positions the KV cache was sized for: the deepest depth plus its run.
     pub max_context: usize,
     pub depths_requested: Vec<usize>,
+    /// How the cache reached each depth: `steps` (decoded) or `random` (rows written).
+    pub fill: Fill,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +130,8 @@ pub struct DepthResult {
     pub roofline_tok_s: Option<f64>,
     /// qwenmk's ratio to each peer (empty without `--peers`).
     pub peers: Vec<PeerRatio>,
+    /// Where the simulated time went (`null` unless `time` is `simulated`).
+    pub simulated: Option<SimulatedProfile>,
 }
 
 impl DepthResult {
@@ -153,6 +160,7 @@ impl DepthResult {
             percent_of_peak: stats.percent_of_peak,
             roofline_tok_s: stats.roofline_tok_s,
             peers,
+            simulated: samples.profile.clone(),
         }
     }
 }
@@ -258,12 +266,27 @@ impl Report {
             ),
         };
         let _ = writeln!(out, "GPU: {device}  ");
-        if self.time != "measured" {
-            let _ = writeln!(
-                out,
-                "Times are {}: the {} GPU's own clock, not a measurement of any hardware  ",
-                self.time, self.time
-            );
+        match self.time {
+            "measured" => {}
+            "simulated" => {
+                let model = self
+                    .results
+                    .iter()
+                    .find_map(|r| r.simulated.as_ref())
+                    .map_or("?", |p| p.model.as_str());
+                let _ = writeln!(
+                    out,
+                    "Times are simulated: the virtual GPU's timing model of an H100 SXM \
+                     ({model}, docs/PERFORMANCE.md), a prediction and not a measurement  "
+                );
+            }
+            other => {
+                let _ = writeln!(
+                    out,
+                    "Times are {other}: the {other} GPU's own clock, not a measurement of any \
+                     hardware  "
+                );
+            }
         }
         let peak = match &self.peak_bandwidth {
             Some(p) => format!("{:.2} TB/s ({})", p.bytes_per_s / 1e12, p.source),
@@ -283,11 +306,15 @@ impl Report {
         let _ = writeln!(
             out,
             "Timing: {}; tok/s is the mean ± sd of {} of {} after {} at each depth, every run \
-             from the same depth  ",
+             from the same depth; the cache {}  ",
             self.timer,
             count(self.settings.repetitions, "run"),
             count(self.settings.tokens, "token"),
-            count(self.settings.warmup, "warm-up step")
+            count(self.settings.warmup, "warm-up step"),
+            match self.settings.fill {
+                Fill::Steps => "filled by decode steps",
+                Fill::Random => "filled with pseudo-random rows (--fill random)",
+            }
         );
         if let Some(p) = &self.peers {
             let _ = writeln!(
@@ -301,12 +328,72 @@ impl Report {
         for s in &self.skipped {
             let _ = writeln!(out, "Skipped: {}  ", s.reason);
         }
+        self.write_simulated_breakdown(&mut out);
         let _ = writeln!(
             out,
             "qwenmk {} ({}), {}",
             self.qwenmk.version, self.qwenmk.commit, self.date
         );
         out
+    }
+
+    /// Where the simulated time of a step went, per depth and stage (µs, then % of the step),
+    /// and the memory traffic behind it; nothing unless the run was simulated.
+    fn write_simulated_breakdown(&self, out: &mut String) {
+        let profiled: Vec<(usize, &SimulatedProfile)> = self
+            .results
+            .iter()
+            .filter_map(|r| r.simulated.as_ref().map(|p| (r.depth, p)))
+            .collect();
+        if profiled.is_empty() {
+            return;
+        }
+        let stages: Vec<&str> = STAGES
+            .iter()
+            .copied()
+            .filter(|s| {
+                profiled
+                    .iter()
+                    .any(|(_, p)| p.stages.iter().any(|t| t.stage == *s))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nSimulated time per step by stage (µs, % of the step; from the last block's \
+             arrival at one grid barrier to the last at the next, summed over layers):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| depth | µs/step | {} | HBM MB/step | L2 hit MB/step | HBM busy | HBM GB/s |",
+            stages.join(" | ")
+        );
+        let _ = writeln!(
+            out,
+            "|--:|--:|{}--:|--:|--:|--:|",
+            "--:|".repeat(stages.len())
+        );
+        for (depth, p) in profiled {
+            let cells: Vec<String> = stages
+                .iter()
+                .map(|s| {
+                    p.stages.iter().find(|t| t.stage == *s).map_or_else(
+                        || "—".to_owned(),
+                        |t| format!("{} ({:.0} %)", significant(t.us_per_step), t.percent),
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {depth} | {} | {} | {} | {} | {:.0} % | {:.0} |",
+                significant(p.us_per_step),
+                cells.join(" | "),
+                significant(p.hbm_bytes_per_step / 1e6),
+                significant(p.l2_hit_bytes_per_step / 1e6),
+                p.hbm_busy_percent,
+                p.hbm_gb_per_s
+            );
+        }
+        out.push('\n');
     }
 
     /// One header line, then one line per depth; missing values (peak on cpu) are empty.
@@ -485,6 +572,7 @@ pub(crate) mod tests {
                     percent_of_peak: peak.map(|p| 100.0 * bytes as f64 * tok_s / p),
                     roofline_tok_s: peak.map(|p| p / bytes as f64),
                     peers,
+                    simulated: None,
                 }
             })
             .collect();
@@ -529,6 +617,7 @@ pub(crate) mod tests {
                 warmup: 16,
                 max_context: 32_896,
                 depths_requested: depths.to_vec(),
+                fill: Fill::Steps,
             },
             results,
             skipped: Vec::new(),
@@ -583,6 +672,60 @@ pub(crate) mod tests {
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["results"][7]["depth"], 32768);
         assert_eq!(json["gpu"]["driver"], "580.95.05");
+    }
+
+    #[test]
+    fn a_simulated_run_says_so_and_shows_where_the_time_went() {
+        let mut report = sample_report(true, false);
+        report.time = "simulated";
+        report.engine = "gpu".into();
+        report.settings.fill = Fill::Random;
+        let stage = |stage, us: f64, percent| crate::bench::simulated::StageTime {
+            stage,
+            us_per_step: us,
+            percent,
+            imbalance_us_per_step: us / 10.0,
+        };
+        report.results[0].simulated = Some(SimulatedProfile {
+            model: "h100-sxm-v1".into(),
+            steps: 4,
+            us_per_step: 2000.0,
+            stages: vec![stage("QKV", 1500.0, 75.0), stage("LM head", 500.0, 25.0)],
+            hbm_bytes_per_step: 1.2e9,
+            l2_hit_bytes_per_step: 3e7,
+            l2_far_hit_bytes_per_step: 1e7,
+            hbm_busy_percent: 60.0,
+            hbm_gb_per_s: 600.0,
+        });
+        let md = report.to_markdown();
+        assert!(md.contains("| gpu (simulated) |"), "{md}");
+        assert!(md.contains("Times are simulated"), "{md}");
+        assert!(md.contains("h100-sxm-v1"), "{md}");
+        assert!(md.contains("pseudo-random rows (--fill random)"), "{md}");
+        assert!(
+            md.contains("| depth | µs/step | QKV | LM head | HBM MB/step |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 0 | 2000.0 | 1500.0 (75 %) | 500.0 (25 %) | 1200.0 | 30.0 | 60 % | 600 |"
+            ),
+            "{md}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["time"], "simulated");
+        assert_eq!(json["settings"]["fill"], "random");
+        assert_eq!(
+            json["results"][0]["simulated"]["stages"][1]["stage"],
+            "LM head"
+        );
+        assert!(json["results"][1]["simulated"].is_null());
+        // A measured run has no breakdown.
+        assert!(
+            !sample_report(true, false)
+                .to_markdown()
+                .contains("by stage")
+        );
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! The measurement: for each depth, fill the KV cache to it with real decode steps, warm up,
-//! then time `repetitions` runs of `tokens` decode steps, each from the same depth (the cache is
-//! truncated back after every run, so every repetition does the same work).
+//! The measurement: for each depth, fill the KV cache to it (with real decode steps, or with
+//! pseudo-random rows), warm up, then time `repetitions` runs of `tokens` decode steps, each
+//! from the same depth (the cache is truncated back after every run, so every repetition does
+//! the same work).
 
 use anyhow::{Context, Result, bail};
 
 use super::engine::BenchEngine;
+use super::simulated::{ProfileSum, SimulatedProfile};
+use crate::cli::Fill;
 
 /// What to measure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +17,9 @@ pub struct SweepPlan {
     pub tokens: usize,
     pub repetitions: usize,
     pub warmup: usize,
-    /// Seeds the pseudo-random tokens that fill the cache.
+    /// Seeds the pseudo-random tokens (or rows) that fill the cache.
     pub seed: u64,
+    pub fill: Fill,
 }
 
 /// A depth that was asked for but does not fit, and why.
@@ -34,7 +38,7 @@ impl SweepPlan {
         tokens: usize,
         repetitions: usize,
         warmup: usize,
-        seed: u64,
+        (seed, fill): (u64, Fill),
         limit: usize,
     ) -> Result<(SweepPlan, Vec<Skipped>)> {
         if tokens == 0 {
@@ -71,6 +75,7 @@ impl SweepPlan {
             repetitions,
             warmup,
             seed,
+            fill,
         };
         Ok((plan, skipped))
     }
@@ -82,7 +87,10 @@ impl SweepPlan {
 
     /// Steps the whole sweep runs (for the progress bar).
     pub fn total_steps(&self) -> u64 {
-        let fill = self.depths.last().copied().unwrap_or(0);
+        let fill = match self.fill {
+            Fill::Steps => self.depths.last().copied().unwrap_or(0),
+            Fill::Random => 0,
+        };
         let per_depth = self.warmup + self.repetitions * self.tokens;
         (fill + self.depths.len() * per_depth) as u64
     }
@@ -106,6 +114,8 @@ pub struct DepthSamples {
     pub depth: usize,
     /// Seconds for each repetition of `tokens` steps.
     pub samples_s: Vec<f64>,
+    /// Where the timed steps' time went, on a virtual GPU with a timing model.
+    pub profile: Option<SimulatedProfile>,
 }
 
 /// What the sweep reports as it goes.
@@ -136,17 +146,25 @@ pub fn run(
     }
     let mut results = Vec::with_capacity(plan.depths.len());
     for &depth in &plan.depths {
-        // 1. Fill: real decode steps through the same kernel, pseudo-random tokens.
+        // 1. Fill: real decode steps through the same kernel with pseudo-random tokens, or
+        //    pseudo-random rows written into the cache.
         progress(Progress::Stage {
             depth,
             stage: "filling",
         });
-        while engine.position() < depth {
-            let position = engine.position();
-            engine
-                .step(plan.token_at(position, vocab))
-                .with_context(|| format!("filling the KV cache at position {position}"))?;
-            progress(Progress::Steps(1));
+        match plan.fill {
+            Fill::Steps => {
+                while engine.position() < depth {
+                    let position = engine.position();
+                    engine
+                        .step(plan.token_at(position, vocab))
+                        .with_context(|| format!("filling the KV cache at position {position}"))?;
+                    progress(Progress::Steps(1));
+                }
+            }
+            Fill::Random => engine
+                .fill_random(depth, plan.seed)
+                .with_context(|| format!("filling the KV cache to depth {depth}"))?,
         }
         let first = plan.token_at(depth, vocab);
 
@@ -163,7 +181,10 @@ pub fn run(
             progress(Progress::Steps(plan.warmup as u64));
         }
 
-        // 3. The timed runs, each from `depth`.
+        // 3. The timed runs, each from `depth`, profiled on a timing model (what came before
+        //    is dropped).
+        engine.take_profile(&mut ProfileSum::default())?;
+        let mut profile = ProfileSum::default();
         let mut samples_s = Vec::with_capacity(plan.repetitions);
         for run in 0..plan.repetitions {
             let stage = format!("run {}/{}", run + 1, plan.repetitions);
@@ -174,6 +195,7 @@ pub fn run(
             let timed = engine
                 .decode_timed(first, plan.tokens)
                 .with_context(|| format!("decoding at depth {depth}"))?;
+            engine.take_profile(&mut profile)?;
             engine.truncate(depth)?;
             if !(timed.seconds.is_finite() && timed.seconds > 0.0) {
                 bail!(
@@ -185,7 +207,11 @@ pub fn run(
             samples_s.push(timed.seconds);
             progress(Progress::Steps(plan.tokens as u64));
         }
-        results.push(DepthSamples { depth, samples_s });
+        results.push(DepthSamples {
+            depth,
+            samples_s,
+            profile: profile.finish(),
+        });
     }
     Ok(results)
 }
@@ -202,6 +228,7 @@ mod tests {
         max: usize,
         steps: usize,
         positions_timed: Vec<usize>,
+        fills: Vec<(usize, u64)>,
     }
 
     impl Engine for Counting {
@@ -233,6 +260,12 @@ mod tests {
     }
 
     impl BenchEngine for Counting {
+        fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()> {
+            self.fills.push((depth, seed));
+            self.position = depth;
+            Ok(())
+        }
+
         fn decode_timed(&mut self, first: u32, n: usize) -> Result<Timed> {
             self.positions_timed.push(self.position);
             let mut t = first;
@@ -249,7 +282,7 @@ mod tests {
     #[test]
     fn depths_are_sorted_deduplicated_and_checked_against_the_context() {
         let (plan, skipped) =
-            SweepPlan::new(&[128, 0, 32, 32, 1000, 200], 8, 2, 4, 0, 136).unwrap();
+            SweepPlan::new(&[128, 0, 32, 32, 1000, 200], 8, 2, 4, (0, Fill::Steps), 136).unwrap();
         assert_eq!(plan.depths, vec![0, 32, 128]);
         assert_eq!(
             skipped.iter().map(|s| s.depth).collect::<Vec<_>>(),
@@ -257,19 +290,20 @@ mod tests {
         );
         assert!(skipped[0].reason.contains("136 positions"), "{skipped:?}");
         assert_eq!(plan.context_needed(), 136);
-        assert!(SweepPlan::new(&[200], 8, 2, 4, 0, 100).is_err());
-        assert!(SweepPlan::new(&[0], 0, 2, 4, 0, 100).is_err());
-        assert!(SweepPlan::new(&[0], 1, 0, 4, 0, 100).is_err());
+        assert!(SweepPlan::new(&[200], 8, 2, 4, (0, Fill::Steps), 100).is_err());
+        assert!(SweepPlan::new(&[0], 0, 2, 4, (0, Fill::Steps), 100).is_err());
+        assert!(SweepPlan::new(&[0], 1, 0, 4, (0, Fill::Steps), 100).is_err());
     }
 
     #[test]
     fn every_run_starts_at_its_depth_and_steps_add_up() {
-        let (plan, _) = SweepPlan::new(&[0, 5, 20], 3, 2, 4, 9, 64).unwrap();
+        let (plan, _) = SweepPlan::new(&[0, 5, 20], 3, 2, 4, (9, Fill::Steps), 64).unwrap();
         let mut engine = Counting {
             position: 0,
             max: plan.context_needed(),
             steps: 0,
             positions_timed: Vec::new(),
+            fills: Vec::new(),
         };
         let mut reported = 0;
         let results = run(&mut engine, &plan, 100, &mut |p| {
@@ -290,8 +324,34 @@ mod tests {
     }
 
     #[test]
+    fn a_random_fill_writes_the_cache_instead_of_stepping() {
+        let (plan, _) = SweepPlan::new(&[0, 5, 20], 3, 2, 4, (9, Fill::Random), 64).unwrap();
+        let mut engine = Counting {
+            position: 0,
+            max: plan.context_needed(),
+            steps: 0,
+            positions_timed: Vec::new(),
+            fills: Vec::new(),
+        };
+        let mut reported = 0;
+        let results = run(&mut engine, &plan, 100, &mut |p| {
+            if let Progress::Steps(n) = p {
+                reported += n;
+            }
+        })
+        .unwrap();
+        assert_eq!(results.len(), 3);
+        assert_eq!(engine.fills, vec![(0, 9), (5, 9), (20, 9)]);
+        assert_eq!(engine.positions_timed, vec![0, 0, 0, 5, 5, 5, 20, 20, 20]);
+        // Only the warm-up and timed steps ran.
+        assert_eq!(engine.steps, 3 * (4 + 2 * 3));
+        assert_eq!(engine.steps as u64, plan.total_steps());
+        assert_eq!(reported, plan.total_steps());
+    }
+
+    #[test]
     fn fill_tokens_are_in_the_vocabulary_and_reproducible() {
-        let (plan, _) = SweepPlan::new(&[0], 1, 1, 0, 42, 10).unwrap();
+        let (plan, _) = SweepPlan::new(&[0], 1, 1, 0, (42, Fill::Steps), 10).unwrap();
         let tokens: Vec<u32> = (0..1000).map(|p| plan.token_at(p, 300)).collect();
         assert!(tokens.iter().all(|&t| t < 300));
         assert!(tokens.windows(2).any(|w| w[0] != w[1]));

@@ -26,7 +26,7 @@ use crate::bench::report::{
 };
 use crate::bench::stats::{BytesPerToken, DepthStats, kv_bytes_per_position};
 use crate::bench::sweep::{self, Progress, SweepPlan};
-use crate::cli::{BenchArgs, BenchFormat, Device};
+use crate::cli::{BenchArgs, BenchFormat, Device, Fill};
 use crate::commands::model::ModelInput;
 use crate::engine::check_device;
 use crate::engine::cpu::CpuEngine;
@@ -41,6 +41,8 @@ const QWEN3_0_6B_CONFIG: &str = include_str!("../../../fixtures/qwen3-0.6b/confi
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Gpu,
+    /// The virtual GPU (docs/VGPU.md): the gpu engine on an interpreter, seconds per step.
+    VirtualGpu,
     Cpu,
     Emulator,
 }
@@ -75,6 +77,21 @@ impl Kind {
                 repetitions: 2,
                 warmup: 1,
             },
+            Kind::VirtualGpu => Defaults {
+                depths: &[0, 128],
+                tokens: 4,
+                repetitions: 1,
+                warmup: 1,
+            },
+        }
+    }
+
+    /// Filling by decode steps is what a user's cache holds; on the virtual GPU a step takes
+    /// seconds to minutes, so its cache is filled with pseudo-random rows instead.
+    fn default_fill(&self) -> Fill {
+        match self {
+            Kind::VirtualGpu => Fill::Random,
+            _ => Fill::Steps,
         }
     }
 }
@@ -232,10 +249,10 @@ fn build_report(
         },
         engine: engine.name().to_owned(),
         timer: engine.timer().to_owned(),
-        time: if gpu.is_some_and(|g| g.is_virtual()) {
-            "virtual"
-        } else {
-            "measured"
+        time: match gpu {
+            Some(g) if g.is_simulated() => "simulated",
+            Some(g) if g.is_virtual() => "virtual",
+            _ => "measured",
         },
         gpu: gpu.map(gpu_report),
         host: HostReport {
@@ -249,6 +266,7 @@ fn build_report(
             warmup: plan.warmup,
             max_context: engine.max_context(),
             depths_requested: requested_depths(args, kind),
+            fill: plan.fill,
         },
         results,
         skipped,
@@ -295,7 +313,10 @@ fn resolve_kind(device: Device, notice: &mut dyn FnMut(&str)) -> Result<Kind> {
         Device::Emulator => Kind::Emulator,
         Device::Gpu => {
             check_device(Device::Gpu)?;
-            Kind::Gpu
+            match gpu::probe(0) {
+                Ok(info) if info.is_virtual() => Kind::VirtualGpu,
+                _ => Kind::Gpu,
+            }
         }
         Device::Auto => match gpu::probe(0) {
             Ok(info) if info.is_virtual() => {
@@ -346,7 +367,7 @@ fn sweep_plan(
         args.tokens.unwrap_or(defaults.tokens),
         args.repetitions.unwrap_or(defaults.repetitions),
         args.warmup.unwrap_or(defaults.warmup),
-        args.seed,
+        (args.seed, args.fill.unwrap_or(kind.default_fill())),
         config.max_position_embeddings,
     )?;
     for s in &skipped {
@@ -365,7 +386,7 @@ fn open_engine(
     Ok(match kind {
         Kind::Cpu => Box::new(CpuEngine::new(model, context)?),
         Kind::Emulator => Box::new(EmulatorEngine::new(model, context)?),
-        Kind::Gpu => Box::new(
+        Kind::Gpu | Kind::VirtualGpu => Box::new(
             GpuEngine::new(model, Some(context), notice).with_context(|| {
                 format!(
                     "opening the gpu engine with a KV cache of {context} positions (the deepest \

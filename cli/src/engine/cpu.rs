@@ -111,6 +111,42 @@ impl CpuEngine {
         }
     }
 
+    /// Fills the KV cache up to `depth` positions with pseudo-random keys and values (and the
+    /// token history with pseudo-random tokens), as if `depth` tokens had been decoded: for
+    /// benchmarks, whose timing does not depend on the cache's contents.
+    pub fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()> {
+        if depth > self.max_context {
+            anyhow::bail!(
+                "cannot fill {depth} positions: the KV cache holds {}",
+                self.max_context
+            );
+        }
+        let kv_dim = self.model.config().kv_dim();
+        let vocab = self.model.config().vocab_size as u64;
+        let have = self.position;
+        if depth <= have {
+            return self.truncate(depth);
+        }
+        let n = (depth - have) * kv_dim;
+        for (layer, cache) in self.cache.iter_mut().enumerate() {
+            let base = seed ^ (layer as u64).wrapping_mul(0x9E37_79B9);
+            cache
+                .keys
+                .extend(qwenmk_weights::synthetic::random_values(base, n));
+            cache
+                .values
+                .extend(qwenmk_weights::synthetic::random_values(!base, n));
+        }
+        let tokens = qwenmk_weights::synthetic::random_values(seed, depth - have);
+        self.tokens.extend(
+            tokens
+                .iter()
+                .map(|v| ((v.abs() * vocab as f32) as u64 % vocab) as u32),
+        );
+        self.position = depth;
+        Ok(())
+    }
+
     /// Forgets the positions from `position` on: the next token goes to `position`, and what
     /// came before stays in the cache (`qwenmk bench` decodes from the same depth again).
     pub fn truncate(&mut self, position: usize) -> Result<()> {

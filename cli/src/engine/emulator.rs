@@ -130,6 +130,30 @@ impl EmulatorEngine {
         self
     }
 
+    /// Fills the KV cache up to `depth` with pseudo-random rows, as
+    /// [`crate::engine::cpu::CpuEngine::fill_random`].
+    pub fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()> {
+        let d = self.plan.dims;
+        if depth > d.max_context as usize {
+            bail!(
+                "cannot fill {depth} positions: the KV cache holds {}",
+                d.max_context
+            );
+        }
+        let (rows, hd) = (d.max_context as usize, d.head_dim as usize);
+        let b = &mut self.buffers;
+        for i in 0..(d.layers * d.kv_heads) as usize {
+            let at = i * rows * hd;
+            let base = seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
+            let keys = qwenmk_weights::synthetic::random_values(base, depth * hd);
+            let values = qwenmk_weights::synthetic::random_values(!base, depth * hd);
+            b.k_cache[at..at + depth * hd].copy_from_slice(&keys);
+            b.v_cache[at..at + depth * hd].copy_from_slice(&values);
+        }
+        self.position = depth;
+        Ok(())
+    }
+
     pub fn plan(&self) -> &StepPlan {
         &self.plan
     }

@@ -266,6 +266,7 @@ impl Sandbox {
             "QWENMK_VGPU_WEAK",
             "QWENMK_VGPU_FAULT",
             "QWENMK_VGPU_CC",
+            "QWENMK_VGPU_TIMING",
         ] {
             command.env_remove(var);
         }

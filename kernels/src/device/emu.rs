@@ -455,6 +455,11 @@ pub fn global_timer_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
+/// A cycle counter: on the host, nanoseconds (the emulator has no cycles).
+pub fn clock_cycles() -> u64 {
+    global_timer_ns()
+}
+
 /// Lines asked for by [`prefetch_l2`] in this process: tests check how much a step prefetches.
 pub static PREFETCHED_LINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 

@@ -197,6 +197,16 @@ pub fn global_timer_ns() -> u64 {
     t
 }
 
+/// The SM's cycle counter (`%clock64`), for microbenchmarks that count cycles.
+#[inline(always)]
+pub fn clock_cycles() -> u64 {
+    let t: u64;
+    // SAFETY: reads a special register. Not `nomem`: the compiler must not move it across the
+    // loads a microbenchmark times.
+    unsafe { asm!("mov.u64 {t}, %clock64;", t = out(reg64) t, options(nostack)) }
+    t
+}
+
 /// Asks L2 to fetch the 128-byte line holding `p`, without waiting for it.
 ///
 /// # Safety

@@ -8,6 +8,7 @@ use super::weak::Weak;
 use super::{CLOCK_GHZ, Failure, FailureKind, ISSUE_PER_CYCLE, LaunchConfig, Options, Outcome};
 use crate::decode::Kernel;
 use crate::memory::GlobalMemory;
+use crate::timing::Machine;
 
 /// Instructions a warp runs before the next warp's turn.
 const QUANTUM: u32 = 1024;
@@ -31,15 +32,17 @@ pub struct Slot {
 }
 
 pub struct Grid<'a> {
-    ctx: Ctx<'a>,
-    warps: Vec<Warp>,
-    warps_per_block: u32,
-    total_blocks: u64,
-    next_block: u64,
-    finished_blocks: u64,
+    pub(super) ctx: Ctx<'a>,
+    pub(super) warps: Vec<Warp>,
+    pub(super) warps_per_block: u32,
+    pub(super) total_blocks: u64,
+    pub(super) next_block: u64,
+    pub(super) finished_blocks: u64,
     quiet_rounds: u32,
     quiet_since: Option<u64>,
     issued: Vec<u64>,
+    /// The timing model, when the launch is timed.
+    pub(super) machine: Option<&'a mut Machine>,
 }
 
 impl<'a> Grid<'a> {
@@ -50,6 +53,7 @@ impl<'a> Grid<'a> {
         cfg: &LaunchConfig,
         params: &'a [u8],
         options: &Options,
+        machine: Option<&'a mut Machine>,
     ) -> Result<Grid<'a>, Failure> {
         let invalid = |report: String| Failure {
             kind: FailureKind::InvalidLaunch,
@@ -96,6 +100,7 @@ impl<'a> Grid<'a> {
                 .collect(),
             weak: options.weak.map(|w| Weak::new(w, slots as usize)),
             now: options.start_ns,
+            cycle: None,
             stats: Default::default(),
             progress: false,
         };
@@ -111,11 +116,13 @@ impl<'a> Grid<'a> {
             quiet_rounds: 0,
             quiet_since: None,
             issued: vec![0; cfg.sms.max(1) as usize],
+            machine,
         })
     }
 
-    /// Starts blocks in empty slots, lowest block index first.
-    fn fill_slots(&mut self) {
+    /// Starts blocks in empty slots, lowest block index first; returns the slots started.
+    pub(super) fn fill_slots(&mut self) -> Vec<usize> {
+        let mut started = Vec::new();
         let cfg = self.ctx.cfg;
         let threads = cfg.threads_per_block();
         for s in 0..self.ctx.slots.len() {
@@ -147,11 +154,19 @@ impl<'a> Grid<'a> {
                 warp.reset(self.ctx.kernel.regs as usize, present, first, s as u32);
             }
             self.ctx.progress = true;
+            started.push(s);
         }
+        started
     }
 
     pub fn run(mut self) -> Result<Outcome, Failure> {
-        let result = self.run_rounds();
+        let start_ns = self.ctx.now;
+        let (result, timing) = if self.machine.is_some() {
+            let (r, report) = self.run_timed(start_ns);
+            (r, Some(report))
+        } else {
+            (self.run_rounds(), None)
+        };
         if let Some(w) = self.ctx.weak.as_mut() {
             // The end of a launch makes every write visible.
             w.flush_all(self.ctx.mem);
@@ -161,6 +176,7 @@ impl<'a> Grid<'a> {
             Ok(()) => Ok(Outcome {
                 end_ns: self.ctx.now,
                 stats,
+                timing,
             }),
             Err((kind, report)) => Err(Failure {
                 kind,
@@ -267,9 +283,11 @@ impl<'a> Grid<'a> {
         self.ctx.slots.iter().any(|s| s.block.is_none())
     }
 
-    /// Releases barrier waits of `slot` that every live warp has reached.
-    fn try_release(&mut self, slot: usize) {
+    /// Releases barrier waits of `slot` that every live warp has reached; returns the warps
+    /// released.
+    pub(super) fn try_release(&mut self, slot: usize) -> Vec<usize> {
         let wpb = self.warps_per_block as usize;
+        let mut released = Vec::new();
         for id in 0..16u8 {
             let s = &mut self.ctx.slots[slot];
             if s.arrived[id as usize] == 0 || s.arrived[id as usize] < s.live_warps {
@@ -278,12 +296,17 @@ impl<'a> Grid<'a> {
             s.arrived[id as usize] = 0;
             self.ctx.stats.block_barriers += 1;
             self.ctx.progress = true;
-            for w in &mut self.warps[slot * wpb..(slot + 1) * wpb] {
+            for (i, w) in self.warps[slot * wpb..(slot + 1) * wpb]
+                .iter_mut()
+                .enumerate()
+            {
                 if w.state == WarpState::Barrier(id) {
                     w.state = WarpState::Ready;
+                    released.push(slot * wpb + i);
                 }
             }
         }
+        released
     }
 
     /// `block B thread T` of warp `w`'s lane `lane`.
@@ -307,7 +330,7 @@ impl<'a> Grid<'a> {
         format!("PTX line {line} `{text}`")
     }
 
-    fn fault_report(&self, w: usize, f: Fault) -> (FailureKind, String) {
+    pub(super) fn fault_report(&self, w: usize, f: Fault) -> (FailureKind, String) {
         let at = self.line_text(f.line);
         (
             f.kind,
@@ -371,7 +394,7 @@ impl<'a> Grid<'a> {
         out
     }
 
-    fn deadlock_report(&self) -> String {
+    pub(super) fn deadlock_report(&self) -> String {
         format!(
             "deadlock in `{}`: no warp can make progress (virtual time {:.3} ms){}",
             self.ctx.kernel.name,
@@ -380,7 +403,7 @@ impl<'a> Grid<'a> {
         )
     }
 
-    fn livelock_report(&self) -> String {
+    pub(super) fn livelock_report(&self) -> String {
         format!(
             "no progress in `{}` for {} s of virtual time: every warp polls and nothing changes \
              (virtual time {:.3} s){}",

@@ -19,6 +19,7 @@ pub mod alu;
 pub mod float;
 mod grid;
 mod lanes;
+mod timed;
 mod warp;
 pub mod weak;
 
@@ -80,11 +81,13 @@ pub struct Stats {
 }
 
 /// A launch that ran to the end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     /// Virtual time (ns) when the last block finished.
     pub end_ns: u64,
     pub stats: Stats,
+    /// The timing model's figures, when the launch was timed.
+    pub timing: Option<crate::timing::Report>,
 }
 
 /// Why a launch failed, as the CUDA driver would classify it.
@@ -127,6 +130,7 @@ pub fn launch(
     cfg: &LaunchConfig,
     params: &[u8],
     options: &Options,
+    machine: Option<&mut crate::timing::Machine>,
 ) -> Result<Outcome, Failure> {
-    grid::Grid::new(mem, kernel, lines, cfg, params, options)?.run()
+    grid::Grid::new(mem, kernel, lines, cfg, params, options, machine)?.run()
 }

@@ -93,7 +93,7 @@ impl Warp {
         self.slot = slot;
     }
 
-    fn live(&self) -> u32 {
+    pub(super) fn live(&self) -> u32 {
         self.present & !self.exited
     }
 
@@ -142,7 +142,7 @@ impl Warp {
     }
 
     #[inline(always)]
-    fn guard(&self, g: Guard) -> u32 {
+    pub(super) fn guard(&self, g: Guard) -> u32 {
         match g {
             Guard::Always => ALL,
             Guard::If(p) => self.predicate(p),
@@ -217,7 +217,7 @@ enum Flow {
 }
 
 /// A fault without its line (added by the caller).
-struct LaneFault {
+pub(super) struct LaneFault {
     kind: FailureKind,
     title: &'static str,
     detail: String,
@@ -243,7 +243,7 @@ fn undefined(lane: usize, title: &'static str, detail: String) -> LaneFault {
 }
 
 /// Where an access lands.
-enum Target {
+pub(super) enum Target {
     Global(u64),
     Shared(usize),
     Param(usize),
@@ -259,6 +259,8 @@ pub struct Ctx<'a> {
     pub slots: Vec<Slot>,
     pub weak: Option<Weak>,
     pub now: u64,
+    /// The timing model's cycle of the instruction running (`%clock64` reads it exactly).
+    pub cycle: Option<u64>,
     pub stats: Stats,
     /// Something was written, exited or released this round.
     pub progress: bool,
@@ -375,8 +377,8 @@ impl Ctx<'_> {
             Special::GlobalTimer => uniform(self.now),
             Special::GlobalTimerLo => uniform(self.now & 0xffff_ffff),
             Special::GlobalTimerHi => uniform(self.now >> 32),
-            Special::Clock => uniform(((self.now as f64 * CLOCK_GHZ) as u64) & 0xffff_ffff),
-            Special::Clock64 => uniform((self.now as f64 * CLOCK_GHZ) as u64),
+            Special::Clock => uniform(self.cycles() & 0xffff_ffff),
+            Special::Clock64 => uniform(self.cycles()),
             Special::LaneMaskEq => std::array::from_fn(|l| 1u64 << l),
             Special::LaneMaskLt => std::array::from_fn(|l| (1u64 << l) - 1),
             Special::LaneMaskLe => std::array::from_fn(|l| (2u64 << l) - 1),
@@ -385,6 +387,11 @@ impl Ctx<'_> {
             Special::DynamicSmemSize => uniform(self.cfg.dynamic_shared_bytes as u64),
             Special::TotalSmemSize => uniform(slot.shared.len() as u64),
         }
+    }
+
+    /// The SM clock: the timing model's cycle, else the virtual time at the nominal clock.
+    fn cycles(&self) -> u64 {
+        self.cycle.unwrap_or((self.now as f64 * CLOCK_GHZ) as u64)
     }
 
     /// The sources of a lane loop and its destination, as raw lane pointers all derived from
@@ -1025,12 +1032,12 @@ impl Ctx<'_> {
         )
     }
 
-    fn lane_address(w: &Warp, addr: &Addr, lane: usize) -> u64 {
+    pub(super) fn lane_address(w: &Warp, addr: &Addr, lane: usize) -> u64 {
         let base = addr.base.map_or(0, |r| w.regs[r as usize][lane]);
         base.wrapping_add(addr.offset as u64)
     }
 
-    fn resolve(&self, space: Space, a: u64, lane: usize) -> Result<Target, LaneFault> {
+    pub(super) fn resolve(&self, space: Space, a: u64, lane: usize) -> Result<Target, LaneFault> {
         Ok(match space {
             Space::Generic => {
                 if (SHARED_WINDOW..SHARED_WINDOW + SHARED_WINDOW_BYTES).contains(&a) {

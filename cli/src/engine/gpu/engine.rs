@@ -301,6 +301,72 @@ impl GpuEngine {
         Ok((next, seconds))
     }
 
+    /// Fills the KV cache up to `depth` with pseudo-random rows (uploaded), as
+    /// [`crate::engine::cpu::CpuEngine::fill_random`]: a deep cache in seconds instead of
+    /// `depth` decode steps.
+    pub fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()> {
+        self.refuse_after_failure()?;
+        let d = self.plan.dims;
+        if depth > d.max_context as usize {
+            bail!(
+                "cannot fill {depth} positions: the KV cache holds {}",
+                d.max_context
+            );
+        }
+        let (rows, hd) = (d.max_context as usize, d.head_dim as usize);
+        let stream = self.kernel.stream().clone();
+        for i in 0..(d.layers * d.kv_heads) as usize {
+            let at = i * rows * hd;
+            let base = seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
+            let keys = qwenmk_weights::synthetic::random_values(base, depth * hd);
+            let values = qwenmk_weights::synthetic::random_values(!base, depth * hd);
+            let mut k = self.buffers._k_cache.slice_mut(at..at + depth * hd);
+            stream
+                .memcpy_htod(&keys, &mut k)
+                .context("writing the K cache")?;
+            let mut v = self.buffers._v_cache.slice_mut(at..at + depth * hd);
+            stream
+                .memcpy_htod(&values, &mut v)
+                .context("writing the V cache")?;
+        }
+        self.position = depth;
+        self.last_output = None;
+        Ok(())
+    }
+
+    /// The virtual GPU's timing-model profile of the launches since the last call (JSON, see
+    /// `qwenmkVgpuTakeProfile` in vgpu-driver); `None` on any other GPU.
+    pub fn take_simulated_profile(&self) -> Result<Option<String>> {
+        if !self.info.is_simulated() {
+            return Ok(None);
+        }
+        type TakeProfile = unsafe extern "C" fn(*mut std::ffi::c_char, usize) -> usize;
+        self.kernel
+            .stream()
+            .synchronize()
+            .context("waiting for the profiled steps")?;
+        // SAFETY: the engine runs, so cudarc has loaded the driver library; the symbol, which
+        // only the virtual GPU's driver exports, has the signature above.
+        let take = unsafe {
+            cudarc::driver::sys::culib()
+                .get::<TakeProfile>(b"qwenmkVgpuTakeProfile\0")
+                .context("the virtual GPU's driver has no profile function")?
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            // SAFETY: `buf` holds `buf.len()` writable bytes.
+            let len = unsafe { take(buf.as_mut_ptr().cast(), buf.len()) };
+            if len < buf.len() {
+                buf.truncate(len);
+                break;
+            }
+            buf.resize(len + 1, 0);
+        }
+        String::from_utf8(buf)
+            .map(Some)
+            .context("the virtual GPU's profile is not UTF-8")
+    }
+
     /// Refuses to run once a step has failed.
     fn refuse_after_failure(&self) -> Result<()> {
         if let Some(why) = &self.failed {

@@ -38,6 +38,12 @@ impl GpuInfo {
         self.name.starts_with(VIRTUAL_GPU_NAME_PREFIX)
     }
 
+    /// True for the virtual GPU with a timing model (`QWENMK_VGPU_TIMING=h100`): its clock is
+    /// a simulation of a real GPU's, and it keeps a profile of its launches.
+    pub fn is_simulated(&self) -> bool {
+        self.is_virtual() && self.name.contains("simulated")
+    }
+
     /// True when the embedded PTX can run on this GPU.
     pub fn can_run_kernels(&self) -> bool {
         self.compute_capability >= qwenmk_kernels::MIN_COMPUTE_CAPABILITY
