@@ -292,6 +292,7 @@ fn bench_runs_and_labels_its_times_virtual() {
     };
     let json: serde_json::Value = serde_json::from_str(&run("json")).expect("bench JSON");
     assert_eq!(json["time"], "virtual", "{json}");
+    assert_eq!(json["simulated"], false, "{json}");
     assert_eq!(json["settings"]["fill"], "steps", "{json}");
     assert!(json["results"][0]["simulated"].is_null(), "{json}");
     assert!(
@@ -350,6 +351,8 @@ fn a_simulated_bench_says_so_and_shows_where_each_step_went() {
     };
     let json: serde_json::Value = serde_json::from_str(&run("json")).expect("bench JSON");
     assert_eq!(json["time"], "simulated", "{json}");
+    assert_eq!(json["simulated"], true, "{json}");
+    assert_eq!(json["timing_model"], "h100-sxm-v1", "{json}");
     assert!(
         json["gpu"]["name"]
             .as_str()
@@ -380,6 +383,7 @@ fn a_simulated_bench_says_so_and_shows_where_each_step_went() {
         let bench = r["us_per_token"].as_f64().unwrap();
         assert!((bench - step).abs() <= 0.05 * step, "{bench} vs {step}");
         assert!(p["l2_hit_bytes_per_step"].as_f64().unwrap() > 0.0, "{p}");
+        assert_eq!(p["layer_us_per_step"].as_array().unwrap().len(), 2, "{p}");
     }
     let md = run("md");
     assert!(

@@ -29,6 +29,9 @@ pub struct Report {
     /// own clock, which measures nothing about hardware) or `simulated` (the virtual GPU's
     /// timing model of an H100: a model's prediction, not a measurement).
     pub time: &'static str,
+    /// True when `time` is `simulated`, with the timing model's name and version.
+    pub simulated: bool,
+    pub timing_model: Option<String>,
     /// `null` on the cpu and emulator engines.
     pub gpu: Option<GpuReport>,
     pub host: HostReport,
@@ -269,11 +272,7 @@ impl Report {
         match self.time {
             "measured" => {}
             "simulated" => {
-                let model = self
-                    .results
-                    .iter()
-                    .find_map(|r| r.simulated.as_ref())
-                    .map_or("?", |p| p.model.as_str());
+                let model = self.timing_model.as_deref().unwrap_or("unknown model");
                 let _ = writeln!(
                     out,
                     "Times are simulated: the virtual GPU's timing model of an H100 SXM \
@@ -364,12 +363,13 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "| depth | µs/step | {} | HBM MB/step | L2 hit MB/step | HBM busy | HBM GB/s |",
+            "| depth | µs/step | {} | barrier waits | HBM MB/step | L2 hit MB/step | HBM busy | \
+             HBM GB/s |",
             stages.join(" | ")
         );
         let _ = writeln!(
             out,
-            "|--:|--:|{}--:|--:|--:|--:|",
+            "|--:|--:|{}--:|--:|--:|--:|--:|",
             "--:|".repeat(stages.len())
         );
         for (depth, p) in profiled {
@@ -384,9 +384,10 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 out,
-                "| {depth} | {} | {} | {} | {} | {:.0} % | {:.0} |",
+                "| {depth} | {} | {} | {} | {} | {} | {:.0} % | {:.0} |",
                 significant(p.us_per_step),
                 cells.join(" | "),
+                significant(p.barrier_wait_us_per_step),
                 significant(p.hbm_bytes_per_step / 1e6),
                 significant(p.l2_hit_bytes_per_step / 1e6),
                 p.hbm_busy_percent,
@@ -592,6 +593,8 @@ pub(crate) mod tests {
             },
             engine: if gpu { "gpu" } else { "cpu" }.into(),
             time: "measured",
+            simulated: false,
+            timing_model: None,
             timer: "test".into(),
             gpu: gpu.then(|| GpuReport {
                 name: "NVIDIA H100 80GB HBM3".into(),
@@ -678,6 +681,8 @@ pub(crate) mod tests {
     fn a_simulated_run_says_so_and_shows_where_the_time_went() {
         let mut report = sample_report(true, false);
         report.time = "simulated";
+        report.simulated = true;
+        report.timing_model = Some("h100-sxm-v1".into());
         report.engine = "gpu".into();
         report.settings.fill = Fill::Random;
         let stage = |stage, us: f64, percent| crate::bench::simulated::StageTime {
@@ -691,6 +696,8 @@ pub(crate) mod tests {
             steps: 4,
             us_per_step: 2000.0,
             stages: vec![stage("QKV", 1500.0, 75.0), stage("LM head", 500.0, 25.0)],
+            barrier_wait_us_per_step: 200.0,
+            layer_us_per_step: vec![1500.0],
             hbm_bytes_per_step: 1.2e9,
             l2_hit_bytes_per_step: 3e7,
             l2_far_hit_bytes_per_step: 1e7,
@@ -703,17 +710,19 @@ pub(crate) mod tests {
         assert!(md.contains("h100-sxm-v1"), "{md}");
         assert!(md.contains("pseudo-random rows (--fill random)"), "{md}");
         assert!(
-            md.contains("| depth | µs/step | QKV | LM head | HBM MB/step |"),
+            md.contains("| depth | µs/step | QKV | LM head | barrier waits | HBM MB/step |"),
             "{md}"
         );
         assert!(
             md.contains(
-                "| 0 | 2000.0 | 1500.0 (75 %) | 500.0 (25 %) | 1200.0 | 30.0 | 60 % | 600 |"
+                "| 0 | 2000.0 | 1500.0 (75 %) | 500.0 (25 %) | 200.0 | 1200.0 | 30.0 | 60 % | 600 |"
             ),
             "{md}"
         );
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["time"], "simulated");
+        assert_eq!(json["simulated"], true);
+        assert_eq!(json["timing_model"], "h100-sxm-v1");
         assert_eq!(json["settings"]["fill"], "random");
         assert_eq!(
             json["results"][0]["simulated"]["stages"][1]["stage"],

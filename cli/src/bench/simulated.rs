@@ -62,6 +62,8 @@ pub struct ProfileSum {
     /// and from this barrier's mean arrival to its last.
     span: [f64; STAGES.len()],
     imbalance: [f64; STAGES.len()],
+    /// Per layer: cycles from the previous layer's last barrier to its own last.
+    layer_span: Vec<f64>,
     hbm_bytes: f64,
     hbm_busy_cycles: f64,
     l2_hit_bytes: f64,
@@ -76,9 +78,15 @@ impl ProfileSum {
         for launch in &profile.launches {
             let barriers = barrier_times(&launch.arrivals)?;
             let stages = stage_of_barriers(barriers.len(), layers)?;
+            let per_layer = (barriers.len() - 1) / layers;
+            self.layer_span.resize(layers, 0.0);
             let mut previous = 0u64;
-            for (b, &stage) in barriers.iter().zip(&stages) {
-                self.span[stage] += b.last.saturating_sub(previous) as f64;
+            for (k, (b, &stage)) in barriers.iter().zip(&stages).enumerate() {
+                let span = b.last.saturating_sub(previous) as f64;
+                self.span[stage] += span;
+                if let Some(layer) = self.layer_span.get_mut(k / per_layer) {
+                    *layer += span;
+                }
                 self.imbalance[stage] += b.last as f64 - b.mean;
                 previous = b.last;
             }
@@ -118,6 +126,8 @@ impl ProfileSum {
             steps: self.steps,
             us_per_step,
             stages,
+            barrier_wait_us_per_step: us(self.imbalance.iter().sum()),
+            layer_us_per_step: self.layer_span.iter().map(|&c| us(c)).collect(),
             hbm_bytes_per_step: per_step(self.hbm_bytes),
             l2_hit_bytes_per_step: per_step(self.l2_hit_bytes),
             l2_far_hit_bytes_per_step: per_step(self.l2_far_hit_bytes),
@@ -137,6 +147,11 @@ pub struct SimulatedProfile {
     pub us_per_step: f64,
     /// In kernel order, summed over layers.
     pub stages: Vec<StageTime>,
+    /// Summed over the step's grid barriers: how far the last block arrived after the mean
+    /// block, i.e. the mean block's wait for the slowest.
+    pub barrier_wait_us_per_step: f64,
+    /// Each layer's stages together (the final norm and LM head not included).
+    pub layer_us_per_step: Vec<f64>,
     /// Bytes read from HBM (the model's DRAM), and loads served by the L2 (near and far
     /// partition), per step.
     pub hbm_bytes_per_step: f64,
@@ -271,6 +286,10 @@ mod tests {
         assert_eq!(us, [100.0, 150.0, 50.0, 100.0, 100.0, 400.0, 100.0]);
         assert_eq!(p.stages[0].imbalance_us_per_step * 1e3, 10.0);
         assert_eq!(p.stages[1].imbalance_us_per_step * 1e3, 25.0);
+        // Waits: 10 + 25 + 0 + 10 + 0 + 50 cycles at the six barriers.
+        assert!((p.barrier_wait_us_per_step * 1e3 - 95.0).abs() < 1e-9);
+        assert_eq!(p.layer_us_per_step.len(), 1);
+        assert!((p.layer_us_per_step[0] * 1e3 - 500.0).abs() < 1e-9);
         let total: f64 = p.stages.iter().map(|s| s.percent).sum();
         assert!((total - 100.0).abs() < 1e-9, "{total}");
         assert_eq!(p.hbm_bytes_per_step, 1000.0);

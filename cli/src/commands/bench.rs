@@ -254,6 +254,11 @@ fn build_report(
             Some(g) if g.is_virtual() => "virtual",
             _ => "measured",
         },
+        simulated: gpu.is_some_and(GpuInfo::is_simulated),
+        timing_model: samples
+            .iter()
+            .find_map(|s| s.profile.as_ref())
+            .map(|p| p.model.clone()),
         gpu: gpu.map(gpu_report),
         host: HostReport {
             cpu: host_cpu(),
