@@ -21,6 +21,43 @@
 )]
 #![cfg_attr(target_arch = "nvptx64", allow(internal_features))]
 
+/// Runs `$body` with `$i: usize` bound to 0, 1, …, N − 1 (N = 2, 4 or 8), as N copies. The
+/// compiler does not always unroll a loop over a register array, and a loop it keeps puts the
+/// array on the stack; kernels unroll such loops with this.
+#[macro_export]
+macro_rules! unroll {
+    (2; $i:ident => $body:block) => {{
+        {
+            let $i: usize = 0;
+            $body
+        }
+        {
+            let $i: usize = 1;
+            $body
+        }
+    }};
+    (4; $i:ident => $body:block) => {{
+        $crate::unroll!(2; j => {
+            let $i: usize = j;
+            $body
+        });
+        $crate::unroll!(2; j => {
+            let $i: usize = j + 2;
+            $body
+        });
+    }};
+    (8; $i:ident => $body:block) => {{
+        $crate::unroll!(4; j => {
+            let $i: usize = j;
+            $body
+        });
+        $crate::unroll!(4; j => {
+            let $i: usize = j + 4;
+            $body
+        });
+    }};
+}
+
 pub mod device;
 pub mod ops;
 pub mod probes;

@@ -44,6 +44,7 @@ struct Buffers {
     x: Vec<f32>,
     qkv: Vec<f32>,
     attn_partial: Vec<f32>,
+    attn_tickets: Vec<u32>,
     attn_out: Vec<f32>,
     act: Vec<f32>,
 }
@@ -100,6 +101,7 @@ impl EmulatorEngine {
             x: vec![0.0; lens.x],
             qkv: vec![0.0; lens.qkv],
             attn_partial: vec![0.0; lens.attn_partial],
+            attn_tickets: vec![0; lens.attn_tickets],
             attn_out: vec![0.0; lens.attn_out],
             act: vec![0.0; lens.act],
         };
@@ -191,6 +193,7 @@ impl EmulatorEngine {
             x: b.x.as_mut_ptr(),
             qkv: b.qkv.as_mut_ptr(),
             attn_partial: b.attn_partial.as_mut_ptr(),
+            attn_tickets: b.attn_tickets.as_mut_ptr(),
             attn_out: b.attn_out.as_mut_ptr(),
             act: b.act.as_mut_ptr(),
             control: &raw mut *self.control,
@@ -258,6 +261,7 @@ impl Engine for EmulatorEngine {
             // counted themselves into the sampler's merge: start them afresh.
             *self.control = StepControl::default();
             *self.sampler.blocks_done = 0;
+            self.buffers.attn_tickets.fill(0);
             bail!(message);
         }
         self.position += 1;

@@ -33,6 +33,8 @@ pub struct BufferLens {
     pub x: usize,
     pub qkv: usize,
     pub attn_partial: usize,
+    /// u32 counters, one per attention item row.
+    pub attn_tickets: usize,
     pub attn_out: usize,
     pub act: usize,
 }
@@ -45,6 +47,7 @@ impl BufferLens {
             + self.x
             + self.qkv
             + self.attn_partial
+            + self.attn_tickets
             + self.attn_out
             + self.act;
         floats as u64 * 4
@@ -62,9 +65,11 @@ pub fn check_supported(c: &ModelConfig) -> Result<()> {
             ),
         ),
         (
-            c.head_dim.is_multiple_of(16) && c.head_dim <= MAX_HEAD_DIM,
+            c.head_dim >= 16
+                && c.head_dim <= MAX_HEAD_DIM
+                && step::attention::head_dim_supported(c.head_dim as u32),
             format!(
-                "head_dim ({}) must be a multiple of 16 up to {MAX_HEAD_DIM}",
+                "head_dim ({}) must be 16, 32, 64, 128 or {MAX_HEAD_DIM}",
                 c.head_dim
             ),
         ),
@@ -145,7 +150,10 @@ impl StepPlan {
                 * d.head_dim as usize,
             x: d.hidden as usize,
             qkv: d.qkv_rows() as usize,
-            attn_partial: (d.q_heads * self.max_splits * (d.head_dim + 2)) as usize,
+            attn_partial: (d.q_heads
+                * self.max_splits
+                * step::attention::partial_stride(d.head_dim)) as usize,
+            attn_tickets: step::attention::item_rows(d.q_heads, d.kv_heads) as usize,
             attn_out: d.q_dim() as usize,
             act: d.intermediate as usize,
         }
@@ -156,7 +164,7 @@ impl StepPlan {
         step::attention::attention_split(
             position + 1,
             self.grid * (self.block / 32),
-            self.dims.q_heads,
+            step::attention::item_rows(self.dims.q_heads, self.dims.kv_heads),
             self.shape.min_chunk,
             self.shape.max_chunk,
         )
@@ -262,9 +270,11 @@ mod tests {
         assert_eq!(plan.dims.qkv_rows(), 128 + 2 * 64);
         assert_eq!(plan.buffers().kv_cache, 2 * 2 * 100 * 32);
         assert!((plan.dims.attention_scale - 32f32.powf(-0.5)).abs() < 1e-9);
-        // 8 warps over 4 heads: two chunks once the context passes the minimum chunk.
+        // 8 warps over 2 item rows (2 KV heads, each item serving both query heads of its
+        // group): chunks of the 32-position minimum once the context passes it.
         assert_eq!(plan.attention_split(10).splits, 1);
-        assert_eq!(plan.attention_split(90).splits, 2);
+        assert_eq!(plan.attention_split(90).splits, 3);
+        assert_eq!(plan.buffers().attn_tickets, 2);
     }
 
     #[test]
@@ -281,6 +291,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("head_dim (24)"), "{e}");
+        // 48 values are 6 lanes of 8: not a power of two.
+        c.head_dim = 48;
+        let e = StepPlan::new(&c, 10, 1, 32, shape())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("head_dim (48)"), "{e}");
         let c = tiny_config(true);
         let e = StepPlan::new(&c, 100_000, 1, 32, shape())
             .unwrap_err()

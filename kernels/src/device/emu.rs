@@ -539,6 +539,12 @@ pub fn exp(x: f32) -> f32 {
     x.exp()
 }
 
+/// `a · b + c` with one rounding, as `fma.rn.f32`.
+#[inline]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+
 /// `1 / sqrt(x)`.
 #[inline]
 pub fn rsqrt(x: f32) -> f32 {

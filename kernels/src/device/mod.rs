@@ -30,7 +30,7 @@ pub mod emu;
 #[cfg(not(target_arch = "nvptx64"))]
 pub use emu::{
     atomic_add_release_gpu, atomic_cas_u32, atomic_max_u64, atomic_or_u32, block_dim, block_idx,
-    clock_cycles, exp, fence_acq_rel_gpu, global_timer_ns, grid_dim, load_acquire_gpu,
+    clock_cycles, exp, fence_acq_rel_gpu, fma, global_timer_ns, grid_dim, load_acquire_gpu,
     load_global_nc_v4, load_relaxed_u64, nanosleep, prefetch_l2, rsqrt, shared_memory,
     shfl_xor_f32, shfl_xor_u32, store_release_gpu, sync_threads, sync_warp, thread_idx, warp_any,
 };
@@ -93,6 +93,31 @@ pub fn warp_max_f32(mut v: f32) -> f32 {
         offset /= 2;
     }
     v
+}
+
+/// Four f32s, 16-byte aligned: a vector load or store of one instruction.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+struct F32x4([f32; 4]);
+
+/// Four f32s at `p` with one plain (coherent) vector load.
+///
+/// # Safety
+/// `p` must point to 4 readable f32s, 16-byte aligned.
+#[inline(always)]
+pub unsafe fn load_f32x4(p: *const f32) -> [f32; 4] {
+    // SAFETY: forwarded contract.
+    unsafe { p.cast::<F32x4>().read().0 }
+}
+
+/// Stores four f32s at `p` with one vector store.
+///
+/// # Safety
+/// `p` must point to 4 writable f32s, 16-byte aligned.
+#[inline(always)]
+pub unsafe fn store_f32x4(p: *mut f32, v: [f32; 4]) {
+    // SAFETY: forwarded contract.
+    unsafe { p.cast::<F32x4>().write(F32x4(v)) }
 }
 
 /// Two BF16 values packed in a `u32` (the first in the low half, as they lie in memory),

@@ -301,6 +301,17 @@ pub unsafe fn load_relaxed_u64(p: *const u64) -> u64 {
     v
 }
 
+/// `a · b + c` with one rounding (`fma.rn.f32`, an FFMA).
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let d: f32;
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("fma.rn.f32 {d}, {a}, {b}, {c};", d = out(reg32) d, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c, options(pure, nomem, nostack))
+    }
+    d
+}
+
 /// `e^x` through the hardware `2^x` (relative error about 2⁻²²).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {

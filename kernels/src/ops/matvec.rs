@@ -42,21 +42,53 @@ impl RowSplit {
     }
 }
 
-/// Dot product of 8 BF16 weights (one 128-bit load) with 8 f32 activations.
+/// 16-byte weight loads each lane issues before it uses the first of them: the matvec's
+/// memory-level parallelism. 8 × 16 B per lane is 32 KiB in flight per SM at 256 threads,
+/// about what Little's law asks of an H100 (3 TB/s × ~400 ns over 132 SMs ≈ 9 KiB from HBM,
+/// more while loads queue).
+pub const LOADS_IN_FLIGHT: usize = 8;
+
+/// Lanes per unit for a matrix of `units` units whose rows are `cols` values: the launch's
+/// `base`, doubled while more than half of the grid's warps would get no unit in a pass (so
+/// the small projections, O and down, run on every SM instead of half of them) and every lane
+/// keeps at least two loads of each row. The matvec and the prefetch for it call it alike.
 #[inline(always)]
-pub fn dot8(w: [u32; 4], x: &[f32]) -> f32 {
-    let mut acc = 0.0f32;
+pub fn lanes_for(units: u32, cols: u32, base: u32) -> u32 {
+    let warps = device::grid_dim() * device::warps_per_block();
+    let loads_per_row = cols / VALUES_PER_LOAD;
+    let mut lanes = base;
+    while lanes < device::WARP_SIZE
+        && 2 * units <= warps * (device::WARP_SIZE / lanes)
+        && loads_per_row >= 4 * lanes
+    {
+        lanes *= 2;
+    }
+    lanes
+}
+
+/// `acc + Σ w[i]·x[i]` over 8 BF16 weights (one 128-bit load) and 8 f32 activations, with
+/// fused multiply-adds.
+///
+/// # Safety
+/// `x` must point to 8 readable f32s.
+#[inline(always)]
+pub unsafe fn dot8(w: [u32; 4], x: *const f32, mut acc: f32) -> f32 {
     let mut i = 0;
     while i < 4 {
         let (a, b) = device::bf16x2_to_f32(w[i]);
-        acc += a * x[2 * i] + b * x[2 * i + 1];
+        // SAFETY: `2i + 1 < 8`.
+        unsafe {
+            acc = device::fma(a, x.add(2 * i).read(), acc);
+            acc = device::fma(b, x.add(2 * i + 1).read(), acc);
+        }
         i += 1;
     }
     acc
 }
 
 /// `epilogue(unit, [W[unit·R + r] · x for r in 0..R])` for every unit of `R` rows of the
-/// `(units·R) × x.len()` matrix `weights`, each unit on exactly one lane of the grid.
+/// `(units·R) × x.len()` matrix `weights`, each unit on exactly one lane of the grid. The
+/// launch's `lanes_per_row` is widened for small matrices ([`lanes_for`]).
 ///
 /// # Safety
 /// `weights` must be 16-byte aligned and hold `units · R · x.len()` BF16 values; `x.len()` a
@@ -70,8 +102,9 @@ pub unsafe fn matvec<const R: usize>(
     lanes_per_row: u32,
     epilogue: impl FnMut(u32, [f32; R]),
 ) {
+    let lanes = lanes_for(units, x.len() as u32, lanes_per_row);
     // SAFETY: forwarded contract.
-    unsafe { matvec_passes::<R>(weights, x, units, lanes_per_row, &mut Epilogue(epilogue)) }
+    unsafe { matvec_passes::<R>(weights, x, units, lanes, &mut Epilogue(epilogue)) }
 }
 
 /// What [`matvec_passes`] hands each unit's dot products to, pass by pass.
@@ -94,8 +127,13 @@ impl<const R: usize, F: FnMut(u32, [f32; R])> PassVisitor<R> for Epilogue<F> {
     }
 }
 
-/// [`matvec`] with a [`PassVisitor`] instead of an epilogue: one object (no two closures
-/// sharing mutable state) that also sees the end of every pass.
+/// [`matvec`] with a [`PassVisitor`] instead of an epilogue, and exactly `lanes_per_row`
+/// lanes per unit: one object (no two closures sharing mutable state) that also sees the end
+/// of every pass.
+///
+/// Each lane reads loads `sub, sub + lanes, …` of each of its unit's rows. It issues them in
+/// groups of [`LOADS_IN_FLIGHT`] (over the unit's `R` rows together) before it uses the first,
+/// so that many loads are in flight per lane; 32-bit offsets keep the address math short.
 ///
 /// # Safety
 /// As [`matvec`].
@@ -107,29 +145,67 @@ pub unsafe fn matvec_passes<const R: usize>(
     lanes_per_row: u32,
     visitor: &mut impl PassVisitor<R>,
 ) {
-    let cols = x.len();
-    let loads_per_row = cols as u32 / VALUES_PER_LOAD;
+    let cols = x.len() as u32;
+    let loads_per_row = cols / VALUES_PER_LOAD;
     let split = RowSplit::here(lanes_per_row);
+    // This lane's loads of each row: `sub + k · lanes` for `k < mine`.
+    let mine = if split.sub < loads_per_row {
+        (loads_per_row - split.sub).div_ceil(lanes_per_row)
+    } else {
+        0
+    };
+    let group = (LOADS_IN_FLIGHT / R) as u32;
+    let xs = x.as_ptr();
+    let rows = weights.cast::<[u32; 4]>();
     let mut base = split.first_unit;
     while base < units {
         let unit = base + split.group;
         let mut partial = [0.0f32; R];
         if unit < units {
-            let mut r = 0;
-            while r < R {
-                let row = unit as usize * R + r;
-                // SAFETY: `unit < units`, so the row lies inside the matrix; rows are 16-byte
-                // aligned because the matrix is and `cols` is a multiple of 8.
-                let row_ptr = unsafe { weights.add(row * cols) }.cast::<[u32; 4]>();
-                let mut load = split.sub;
-                while load < loads_per_row {
-                    // SAFETY: `load < cols / 8` stays in the row.
-                    let w = unsafe { device::load_global_nc_v4(row_ptr.add(load as usize)) };
-                    let at = (load * VALUES_PER_LOAD) as usize;
-                    partial[r] += dot8(w, &x[at..at + VALUES_PER_LOAD as usize]);
-                    load += lanes_per_row;
+            // The unit's first row, in 16-byte loads.
+            let first = unit * R as u32 * loads_per_row + split.sub;
+            let mut k = 0;
+            while k + group <= mine {
+                let mut w = [[[0u32; 4]; LOADS_IN_FLIGHT]; R];
+                // `group · R` is LOADS_IN_FLIGHT: copies past `group` vanish at compile time.
+                crate::unroll!(8; g => {
+                    if (g as u32) < group {
+                        let mut r = 0;
+                        while r < R {
+                            let at = first + r as u32 * loads_per_row + (k + g as u32) * lanes_per_row;
+                            // SAFETY: `k + g < mine`, so the load lies in row `r` of the
+                            // unit, inside the matrix; rows are 16-byte aligned.
+                            w[r][g] = unsafe { device::load_global_nc_v4(rows.add(at as usize)) };
+                            r += 1;
+                        }
+                    }
+                });
+                crate::unroll!(8; g => {
+                    if (g as u32) < group {
+                        let col = (split.sub + (k + g as u32) * lanes_per_row) * VALUES_PER_LOAD;
+                        let mut r = 0;
+                        while r < R {
+                            // SAFETY: `col + 8 ≤ cols`.
+                            partial[r] = unsafe { dot8(w[r][g], xs.add(col as usize), partial[r]) };
+                            r += 1;
+                        }
+                    }
+                });
+                k += group;
+            }
+            while k < mine {
+                let col = (split.sub + k * lanes_per_row) * VALUES_PER_LOAD;
+                let mut r = 0;
+                while r < R {
+                    let at = first + r as u32 * loads_per_row + k * lanes_per_row;
+                    // SAFETY: as above.
+                    unsafe {
+                        let w = device::load_global_nc_v4(rows.add(at as usize));
+                        partial[r] = dot8(w, xs.add(col as usize), partial[r]);
+                    }
+                    r += 1;
                 }
-                r += 1;
+                k += 1;
             }
         }
         // Every lane takes part in the shuffles, even past the last unit.
@@ -168,7 +244,7 @@ pub unsafe fn prefetch<const R: usize>(
     budget_bytes: usize,
 ) {
     const LINE_BYTES: usize = 128;
-    let split = RowSplit::here(lanes_per_row);
+    let split = RowSplit::here(lanes_for(units, cols, lanes_per_row));
     let unit_bytes = R * cols as usize * 2;
     let lines_per_unit = unit_bytes.div_ceil(LINE_BYTES) as u32;
     let pass_bytes = split.unit_stride as usize * unit_bytes;

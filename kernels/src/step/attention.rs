@@ -1,14 +1,39 @@
-//! Split-K attention for one decode position, GQA, with Qwen3's per-head q/k RMSNorm and RoPE.
+//! Flash-decoding attention for one decode position: GQA, with Qwen3's per-head q/k RMSNorm
+//! and RoPE.
 //!
-//! The positions `0..=pos` are cut into `splits` chunks. A work item is one (query head,
-//! chunk) pair and runs on one warp: it scores its chunk (one lane per key), takes the chunk's
-//! softmax and weighted values, and leaves `(acc, max, sum)`; a combine pass merges the chunks.
-//! Long contexts thus spread over every warp of the GPU instead of 16 heads' worth.
-//! With a single chunk the item writes the normalised output directly and no combine runs.
+//! The positions `0..=pos` are cut into `splits` chunks. A work item is one (KV head, block of
+//! up to [`HEADS_PER_ITEM`] query heads of its group, chunk) and runs on one warp, so each K
+//! and V row is read once for the query heads that share it.
+//!
+//! * **Lanes own slices of the head.** A key's row is `head_dim` f32s; `head_dim / 8` lanes
+//!   (a *key group*) each hold 8 of its values (two 16-byte loads), and the warp's
+//!   `32 / (head_dim / 8)` key groups take different keys. A dot product is 8 fused
+//!   multiply-adds and a reduction over the key group's lanes.
+//! * **Loads first.** The item issues its query, norm weights, RoPE table row and the new key
+//!   and value at once, then normalises and rotates in registers (the partner of a dimension
+//!   under RoPE's rotate-half is another lane of the key group: a shuffle). The keys of
+//!   [`BATCH`] rounds, and their values, are loaded before the first is used.
+//! * **Online softmax in registers**: a running max, sum and weighted value sum per query head,
+//!   merged across key groups by shuffles at the end.
+//! * **No grid barrier for the combine.** With several chunks, each item leaves its partial
+//!   and takes a ticket (an atomic count per item row); the item that takes the last ticket
+//!   merges the chunks and writes the output.
+//!
+//! Items go to warps block by block first (warp `w` of block `b` takes item `w · grid + b`),
+//! so short contexts spread over every SM instead of filling the first blocks.
 
 use super::{LayerPointers, StepParams};
 use crate::device;
-use crate::ops::norm::rmsnorm_warp;
+
+/// Values of a head each lane holds: two 16-byte loads of f32.
+pub const DIMS_PER_LANE: usize = 8;
+/// Query heads one item serves (the GQA group, or a block of it).
+pub const HEADS_PER_ITEM: usize = 2;
+/// Rounds of keys whose loads are issued together.
+const BATCH: usize = 4;
+
+// The loops over heads and batches are unrolled by `unroll!` with these counts.
+const _: () = assert!(HEADS_PER_ITEM == 2 && BATCH == 4);
 
 /// How a step cuts its attention: chunk length and number of chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,17 +42,18 @@ pub struct AttentionSplit {
     pub splits: u32,
 }
 
-/// The split for `len` positions: enough chunks to give every warp of the grid an item, each
-/// chunk between `min_chunk` and `max_chunk` positions. Host and kernel call the same function.
+/// The split for `len` positions: enough chunks to give every warp of the grid an item when
+/// `rows` items share each chunk, each chunk between `min_chunk` and `max_chunk` positions.
+/// Host and kernel call the same function.
 pub const fn attention_split(
     len: u32,
     warps_in_grid: u32,
-    q_heads: u32,
+    rows: u32,
     min_chunk: u32,
     max_chunk: u32,
 ) -> AttentionSplit {
-    let target = if warps_in_grid / q_heads > 1 {
-        warps_in_grid / q_heads
+    let target = if warps_in_grid / rows > 1 {
+        warps_in_grid / rows
     } else {
         1
     };
@@ -44,254 +70,546 @@ pub const fn attention_split(
     }
 }
 
-/// f32 values of per-warp shared scratch an item needs: q, new k, new v, and the chunk's scores.
-pub const fn warp_scratch_floats(head_dim: u32, max_chunk: u32) -> u32 {
-    3 * head_dim + max_chunk
+/// Blocks of query heads per KV head.
+pub const fn head_blocks(q_heads: u32, kv_heads: u32) -> u32 {
+    (q_heads / kv_heads).div_ceil(HEADS_PER_ITEM as u32)
 }
 
-/// Rotates one head's values in place (rotate-half RoPE): `cos_sin` holds `head_dim / 2`
-/// (cos, sin) pairs for this position. Ends with the warp synchronised.
-///
-/// # Safety
-/// `v` must hold `head_dim` f32s in shared memory, `cos_sin` `head_dim` f32s.
-#[inline(always)]
-unsafe fn rope_warp(v: *mut f32, head_dim: usize, cos_sin: *const f32) {
-    let half = head_dim / 2;
-    let mut i = device::lane_id() as usize;
-    while i < half {
-        // SAFETY: `i < half`, so `i` and `i + half` are inside the head; the table row has
-        // `half` pairs.
-        unsafe {
-            let (a, b) = (v.add(i).read(), v.add(i + half).read());
-            let (c, s) = (cos_sin.add(2 * i).read(), cos_sin.add(2 * i + 1).read());
-            v.add(i).write(a * c - b * s);
-            v.add(i + half).write(b * c + a * s);
-        }
-        i += device::WARP_SIZE as usize;
-    }
-    device::sync_warp();
+/// Items per chunk (the `rows` of [`attention_split`]), and tickets the combine counts with.
+pub const fn item_rows(q_heads: u32, kv_heads: u32) -> u32 {
+    kv_heads * head_blocks(q_heads, kv_heads)
 }
 
-/// Copies `n` f32s from global `src` to the warp's shared `dst`.
-#[inline(always)]
-unsafe fn load_warp(dst: *mut f32, src: *const f32, n: usize) {
-    let mut i = device::lane_id() as usize;
-    while i < n {
-        // SAFETY: the caller's buffers hold `n` values.
-        unsafe { dst.add(i).write(src.add(i).read()) };
-        i += device::WARP_SIZE as usize;
-    }
-    device::sync_warp();
+/// f32s one partial takes: the weighted value sum, then max and sum, padded so that every
+/// partial starts 16-byte aligned.
+pub const fn partial_stride(head_dim: u32) -> u32 {
+    head_dim + 4
 }
 
-/// One attention work item: query head `head`, chunk `split` of `shape`, at position `pos`
-/// of `layer`.
+/// True when the attention can run a head of `head_dim` values: 8 per lane over a power of
+/// two of lanes, at most a warp.
+pub const fn head_dim_supported(head_dim: u32) -> bool {
+    head_dim.is_multiple_of(DIMS_PER_LANE as u32)
+        && (head_dim / DIMS_PER_LANE as u32).is_power_of_two()
+        && head_dim / DIMS_PER_LANE as u32 <= device::WARP_SIZE
+}
+
+/// One attention work item.
 #[derive(Clone, Copy)]
 pub struct AttentionItem {
     pub layer: u32,
     pub pos: u32,
-    pub head: u32,
+    pub kv_head: u32,
+    pub head_block: u32,
     pub split: u32,
     pub shape: AttentionSplit,
 }
 
-/// Runs one attention work item.
-///
-/// # Safety
-/// Called by every lane of a warp, with `scratch` the warp's [`warp_scratch_floats`] floats.
-#[inline(always)]
-pub unsafe fn attend(p: &StepParams, w: &LayerPointers, item: AttentionItem, scratch: *mut f32) {
-    let AttentionItem {
-        layer,
-        pos,
-        head,
-        split,
-        shape,
-    } = item;
-    let d = &p.dims;
-    let hd = d.head_dim as usize;
-    let group = d.q_heads / d.kv_heads;
-    let kv_head = head / group;
-    let q_dim = (d.q_heads * d.head_dim) as usize;
-    let kv_dim = (d.kv_heads * d.head_dim) as usize;
-    let len = pos + 1;
-    let start = split * shape.chunk;
-    let end = if start + shape.chunk < len {
-        start + shape.chunk
-    } else {
-        len
-    };
-    let (q, k_new, v_new) = (scratch, unsafe { scratch.add(hd) }, unsafe {
-        scratch.add(2 * hd)
-    });
-    // SAFETY: the scratch layout of `warp_scratch_floats`.
-    let scores = unsafe { scratch.add(3 * hd) };
-    // SAFETY: the rope table has `max_context` rows of `head_dim` floats and `pos` is inside.
-    let cos_sin = unsafe { p.rope.add(pos as usize * hd) };
-    let lane = device::lane_id();
-
-    // 1. This head's query: q_norm, then RoPE.
-    // SAFETY: the qkv buffer holds q (q_dim), k (kv_dim), v (kv_dim) for this position.
-    unsafe {
-        load_warp(q, p.qkv.add(head as usize * hd), hd);
-        rmsnorm_warp(q, hd, w.q_norm, d.rms_eps);
-        rope_warp(q, hd, cos_sin);
-    }
-
-    // 2. The chunk that ends at `pos` takes this position's key and value straight from the
-    //    projection (k_norm and RoPE applied); one query head per KV head stores them.
-    let kv_offset = ((layer * d.kv_heads + kv_head) as usize) * d.max_context as usize * hd;
-    // SAFETY: the caches hold `layers · kv_heads · max_context · head_dim` values.
-    let (k_cache, v_cache) = unsafe { (p.k_cache.add(kv_offset), p.v_cache.add(kv_offset)) };
-    let holds_new = end == len;
-    if holds_new {
-        // SAFETY: inside the qkv buffer and the caches (`pos < max_context`).
-        unsafe {
-            load_warp(k_new, p.qkv.add(q_dim + kv_head as usize * hd), hd);
-            load_warp(v_new, p.qkv.add(q_dim + kv_dim + kv_head as usize * hd), hd);
-            rmsnorm_warp(k_new, hd, w.k_norm, d.rms_eps);
-            rope_warp(k_new, hd, cos_sin);
-            if head % group == 0 {
-                let mut i = lane as usize;
-                while i < hd {
-                    k_cache
-                        .add(pos as usize * hd + i)
-                        .write(k_new.add(i).read());
-                    v_cache
-                        .add(pos as usize * hd + i)
-                        .write(v_new.add(i).read());
-                    i += device::WARP_SIZE as usize;
-                }
-            }
-        }
-    }
-    let key_row = |t: u32| -> *const f32 {
-        // SAFETY: `t < len ≤ max_context`.
-        if t == pos {
-            k_new
-        } else {
-            unsafe { k_cache.add(t as usize * hd) }
-        }
-    };
-    let value_row = |t: u32| -> *const f32 {
-        // SAFETY: as above.
-        if t == pos {
-            v_new
-        } else {
-            unsafe { v_cache.add(t as usize * hd) }
-        }
-    };
-
-    // 3. Scores, one lane per key; then the chunk's max and the exponentials' sum.
-    let mut local_max = f32::NEG_INFINITY;
-    let mut t = start + lane;
-    while t < end {
-        let key = key_row(t);
-        let mut s = 0.0f32;
-        let mut i = 0;
-        while i < hd {
-            // SAFETY: both rows hold `head_dim` values.
-            s += unsafe { q.add(i).read() * key.add(i).read() };
-            i += 1;
-        }
-        s *= d.attention_scale;
-        // SAFETY: `t - start < chunk ≤ max_chunk`.
-        unsafe { scores.add((t - start) as usize).write(s) };
-        if s > local_max {
-            local_max = s;
-        }
-        t += device::WARP_SIZE;
-    }
-    let max = device::warp_max_f32(local_max);
-    let mut local_sum = 0.0f32;
-    let mut t = start + lane;
-    while t < end {
-        // SAFETY: this lane wrote this score above.
-        unsafe {
-            let e = device::exp(scores.add((t - start) as usize).read() - max);
-            scores.add((t - start) as usize).write(e);
-            local_sum += e;
-        }
-        t += device::WARP_SIZE;
-    }
-    let sum = device::warp_sum(local_sum);
-    device::sync_warp();
-
-    // 4. Weighted values, one lane per dimension.
-    let mut i = lane as usize;
-    while i < hd {
-        let mut acc = 0.0f32;
-        let mut t = start;
-        while t < end {
-            // SAFETY: scores of the chunk and value rows of `head_dim` values.
-            acc += unsafe { scores.add((t - start) as usize).read() * value_row(t).add(i).read() };
-            t += 1;
-        }
-        // SAFETY: the output buffers are sized for every head and split.
-        unsafe {
-            if shape.splits == 1 {
-                p.attn_out.add(head as usize * hd + i).write(acc / sum);
-            } else {
-                partial(p, head, split).add(i).write(acc);
-            }
-        }
-        i += device::WARP_SIZE as usize;
-    }
-    if shape.splits > 1 && lane == 0 {
-        // SAFETY: each partial has `head_dim + 2` floats.
-        unsafe {
-            partial(p, head, split).add(hd).write(max);
-            partial(p, head, split).add(hd + 1).write(sum);
-        }
-    }
-    // The next item on this warp reuses the scratch.
-    device::sync_warp();
+/// A lane's place in the warp: which slice of a head it holds and which key group it is in.
+#[derive(Clone, Copy)]
+struct Lanes {
+    /// Lanes per key (`head_dim / 8`), and this lane's slice and key group.
+    per_key: u32,
+    slice: u32,
+    group: u32,
+    /// Key groups in the warp.
+    groups: u32,
 }
 
-/// Where item (`head`, `split`) leaves `(acc[head_dim], max, sum)`.
+impl Lanes {
+    #[inline(always)]
+    fn here(head_dim: u32) -> Lanes {
+        let per_key = head_dim / DIMS_PER_LANE as u32;
+        let lane = device::lane_id();
+        Lanes {
+            per_key,
+            slice: lane % per_key,
+            group: lane / per_key,
+            groups: device::WARP_SIZE / per_key,
+        }
+    }
+
+    /// Sum over the key group's lanes; every lane of the group gets it.
+    #[inline(always)]
+    fn sum(&self, mut v: f32) -> f32 {
+        let mut offset = 1;
+        while offset < self.per_key {
+            v += device::shfl_xor_f32(v, offset);
+            offset *= 2;
+        }
+        v
+    }
+}
+
+type Slice = [f32; DIMS_PER_LANE];
+
+/// 8 f32s at `p` (16-byte aligned), read with two plain vector loads: for memory the same
+/// launch writes (the QKV buffer, the partials).
+///
+/// # Safety
+/// `p` must point to 8 readable, 16-byte aligned f32s.
+#[inline(always)]
+unsafe fn load_slice(p: *const f32) -> Slice {
+    // SAFETY: forwarded contract.
+    let (a, b) = unsafe { (device::load_f32x4(p), device::load_f32x4(p.add(4))) };
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+}
+
+/// As [`load_slice`], through the non-coherent path: for memory no thread writes during the
+/// launch (KV rows of earlier positions, the RoPE table).
+///
+/// # Safety
+/// As [`load_slice`], and nothing writes the 32 bytes during the launch.
+#[inline(always)]
+unsafe fn load_slice_nc(p: *const f32) -> Slice {
+    let q = p.cast::<[u32; 4]>();
+    // SAFETY: forwarded contract.
+    let (a, b) = unsafe {
+        (
+            device::load_global_nc_v4(q),
+            device::load_global_nc_v4(q.add(1)),
+        )
+    };
+    let f = f32::from_bits;
+    [
+        f(a[0]),
+        f(a[1]),
+        f(a[2]),
+        f(a[3]),
+        f(b[0]),
+        f(b[1]),
+        f(b[2]),
+        f(b[3]),
+    ]
+}
+
+/// 8 BF16 norm weights at `p` (16-byte aligned), widened.
+///
+/// # Safety
+/// `p` must point to 8 readable, 16-byte aligned BF16 values nobody writes.
+#[inline(always)]
+unsafe fn load_weights(p: *const u16) -> Slice {
+    // SAFETY: forwarded contract.
+    let w = unsafe { device::load_global_nc_v4(p.cast::<[u32; 4]>()) };
+    let mut out = [0.0; DIMS_PER_LANE];
+    let mut i = 0;
+    while i < 4 {
+        let (a, b) = device::bf16x2_to_f32(w[i]);
+        out[2 * i] = a;
+        out[2 * i + 1] = b;
+        i += 1;
+    }
+    out
+}
+
+/// # Safety
+/// `p` must point to 8 writable, 16-byte aligned f32s.
+#[inline(always)]
+unsafe fn store_slice(p: *mut f32, v: Slice) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        device::store_f32x4(p, [v[0], v[1], v[2], v[3]]);
+        device::store_f32x4(p.add(4), [v[4], v[5], v[6], v[7]]);
+    }
+}
+
+/// RMSNorm of a head held as slices by a key group, then rotate-half RoPE: dimension `i` of
+/// the first half pairs with `i + head_dim / 2`, held by the lane `per_key / 2` away.
+/// `cos_sin` holds this lane's 8 (cos, sin) pairs.
+#[inline(always)]
+fn norm_rope(
+    v: Slice,
+    weight: &Slice,
+    cos_sin: &[f32; 16],
+    lanes: &Lanes,
+    head_dim: u32,
+    eps: f32,
+) -> Slice {
+    let mut sum_sq = 0.0f32;
+    let mut i = 0;
+    while i < DIMS_PER_LANE {
+        sum_sq += v[i] * v[i];
+        i += 1;
+    }
+    let scale = device::rsqrt(lanes.sum(sum_sq) / head_dim as f32 + eps);
+    let mut normed = [0.0; DIMS_PER_LANE];
+    let mut i = 0;
+    while i < DIMS_PER_LANE {
+        normed[i] = v[i] * scale * weight[i];
+        i += 1;
+    }
+    let half = lanes.per_key / 2;
+    let first_half = lanes.slice < half;
+    let mut out = [0.0; DIMS_PER_LANE];
+    let mut i = 0;
+    while i < DIMS_PER_LANE {
+        let partner = device::shfl_xor_f32(normed[i], half);
+        let (c, s) = (cos_sin[2 * i], cos_sin[2 * i + 1]);
+        out[i] = if first_half {
+            normed[i] * c - partner * s
+        } else {
+            normed[i] * c + partner * s
+        };
+        i += 1;
+    }
+    out
+}
+
+/// A running softmax-weighted sum over keys for one query head: max score, sum of
+/// `e^(score − max)` and the weighted values.
+#[derive(Clone, Copy)]
+struct Running {
+    max: f32,
+    sum: f32,
+    acc: Slice,
+}
+
+impl Running {
+    const EMPTY: Running = Running {
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+        acc: [0.0; DIMS_PER_LANE],
+    };
+
+    /// `e^(from − to)`, 0 when `from` is −∞ (nothing seen yet, or a masked key).
+    #[inline(always)]
+    fn weight(from: f32, to: f32) -> f32 {
+        if from == f32::NEG_INFINITY {
+            0.0
+        } else {
+            device::exp(from - to)
+        }
+    }
+
+    /// Merges another running sum (`sum` and `acc` relative to `max`) into this one.
+    #[inline(always)]
+    fn merge(&mut self, max: f32, sum: f32, acc: &Slice) {
+        let new_max = if max > self.max { max } else { self.max };
+        let (a, b) = (Self::weight(self.max, new_max), Self::weight(max, new_max));
+        self.sum = self.sum * a + sum * b;
+        let mut i = 0;
+        while i < DIMS_PER_LANE {
+            self.acc[i] = self.acc[i] * a + acc[i] * b;
+            i += 1;
+        }
+        self.max = new_max;
+    }
+
+    /// Merges the running sums of the other key groups (shuffles over the whole warp).
+    #[inline(always)]
+    fn merge_groups(&mut self, lanes: &Lanes) {
+        let mut offset = lanes.per_key;
+        while offset < device::WARP_SIZE {
+            let max = device::shfl_xor_f32(self.max, offset);
+            let sum = device::shfl_xor_f32(self.sum, offset);
+            let mut acc = [0.0; DIMS_PER_LANE];
+            let mut i = 0;
+            while i < DIMS_PER_LANE {
+                acc[i] = device::shfl_xor_f32(self.acc[i], offset);
+                i += 1;
+            }
+            self.merge(max, sum, &acc);
+            offset *= 2;
+        }
+    }
+
+    /// The normalised output.
+    #[inline(always)]
+    fn output(&self) -> Slice {
+        let mut out = [0.0; DIMS_PER_LANE];
+        let mut i = 0;
+        while i < DIMS_PER_LANE {
+            out[i] = self.acc[i] / self.sum;
+            i += 1;
+        }
+        out
+    }
+}
+
+/// Dot product of two slices, fused.
+#[inline(always)]
+fn dot(a: &Slice, b: &Slice) -> f32 {
+    let mut s = 0.0f32;
+    let mut i = 0;
+    while i < DIMS_PER_LANE {
+        s = device::fma(a[i], b[i], s);
+        i += 1;
+    }
+    s
+}
+
+/// Where partial (`head`, `split`) lives: `partial_stride(head_dim)` f32s.
 #[inline(always)]
 fn partial(p: &StepParams, head: u32, split: u32) -> *mut f32 {
-    let stride = p.dims.head_dim as usize + 2;
-    // SAFETY: the buffer holds `q_heads · max_splits` partials.
+    let stride = partial_stride(p.dims.head_dim) as usize;
+    // SAFETY (of the pointer arithmetic): the buffer holds `q_heads · max_splits` partials.
     unsafe {
         p.attn_partial
             .add((head as usize * p.max_splits as usize + split as usize) * stride)
     }
 }
 
-/// Merges a head's chunks into its attention output (one warp per head).
+/// Runs one attention work item. Every lane of the warp calls it.
 ///
 /// # Safety
-/// Every lane of the warp calls it after all items of the step are done.
+/// The step's buffers as [`StepParams`] documents them; `item` inside this step's split.
 #[inline(always)]
-pub unsafe fn combine(p: &StepParams, head: u32, splits: u32) {
-    let hd = p.dims.head_dim as usize;
-    let mut max = f32::NEG_INFINITY;
-    let mut s = 0;
-    while s < splits {
-        // SAFETY: every split of this head wrote its partial.
-        let m = unsafe { partial(p, head, s).add(hd).read() };
-        if m > max {
-            max = m;
-        }
-        s += 1;
-    }
-    let mut i = device::lane_id() as usize;
-    while i < hd {
-        let (mut acc, mut sum) = (0.0f32, 0.0f32);
-        let mut s = 0;
-        while s < splits {
-            // SAFETY: as above.
-            unsafe {
-                let part = partial(p, head, s);
-                let weight = device::exp(part.add(hd).read() - max);
-                acc += part.add(i).read() * weight;
-                sum += part.add(hd + 1).read() * weight;
+pub unsafe fn attend(p: &StepParams, w: &LayerPointers, item: AttentionItem) {
+    let AttentionItem {
+        layer,
+        pos,
+        kv_head,
+        head_block,
+        split,
+        shape,
+    } = item;
+    let d = &p.dims;
+    let hd = d.head_dim;
+    let lanes = Lanes::here(hd);
+    let group_size = d.q_heads / d.kv_heads;
+    let first_head = kv_head * group_size + head_block * HEADS_PER_ITEM as u32;
+    let heads = (group_size - head_block * HEADS_PER_ITEM as u32).min(HEADS_PER_ITEM as u32);
+    let len = pos + 1;
+    let start = split * shape.chunk;
+    let end = (start + shape.chunk).min(len);
+    let holds_new = end == len;
+    // Cache rows this item reads; the new position comes from the projection.
+    let cached_end = if holds_new { pos } else { end };
+    let dim = (lanes.slice as usize) * DIMS_PER_LANE;
+    let half = (hd / 2) as usize;
+    let q_dim = (d.q_heads * hd) as usize;
+    let kv_dim = (d.kv_heads * hd) as usize;
+
+    // 1. Every load the prologue needs, issued together.
+    // SAFETY: q rows of this item's heads, the new key and value of this KV head, 8 norm
+    // weights and the RoPE pairs of this lane's dimensions; all 16-byte aligned (head_dim is
+    // a multiple of 8).
+    let (mut q, q_weight, k_weight, cos_sin, k_raw, v_new) = unsafe {
+        let mut q = [[0.0f32; DIMS_PER_LANE]; HEADS_PER_ITEM];
+        crate::unroll!(2; h => {
+            if (h as u32) < heads {
+                q[h] = load_slice(p.qkv.add((first_head as usize + h) * hd as usize + dim));
             }
-            s += 1;
+        });
+        let rope_row = p.rope.add(pos as usize * hd as usize + 2 * (dim % half));
+        let (a, b) = (load_slice_nc(rope_row), load_slice_nc(rope_row.add(8)));
+        let cos_sin = [
+            a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5],
+            b[6], b[7],
+        ];
+        let new_row = kv_head as usize * hd as usize + dim;
+        let (k_raw, v_new) = if holds_new {
+            (
+                load_slice(p.qkv.add(q_dim + new_row)),
+                load_slice(p.qkv.add(q_dim + kv_dim + new_row)),
+            )
+        } else {
+            ([0.0; DIMS_PER_LANE], [0.0; DIMS_PER_LANE])
+        };
+        (
+            q,
+            load_weights(w.q_norm.add(dim)),
+            load_weights(w.k_norm.add(dim)),
+            cos_sin,
+            k_raw,
+            v_new,
+        )
+    };
+
+    // 2. q_norm and RoPE of the queries, k_norm and RoPE of the new key (in registers).
+    crate::unroll!(2; h => {
+        q[h] = norm_rope(q[h], &q_weight, &cos_sin, &lanes, hd, d.rms_eps);
+    });
+    let k_new = norm_rope(k_raw, &k_weight, &cos_sin, &lanes, hd, d.rms_eps);
+    let kv_offset =
+        ((layer * d.kv_heads + kv_head) as usize) * d.max_context as usize * hd as usize;
+    // SAFETY: the caches hold `layers · kv_heads · max_context · head_dim` values.
+    let (k_cache, v_cache) = unsafe { (p.k_cache.add(kv_offset), p.v_cache.add(kv_offset)) };
+    // The first head block's item stores the new key and value for later steps.
+    if holds_new && head_block == 0 && lanes.group == 0 {
+        // SAFETY: row `pos < max_context`; this lane's slice.
+        unsafe {
+            store_slice(k_cache.add(pos as usize * hd as usize + dim), k_new);
+            store_slice(v_cache.add(pos as usize * hd as usize + dim), v_new);
         }
-        // SAFETY: the output holds every head's `head_dim` values.
-        unsafe { p.attn_out.add(head as usize * hd + i).write(acc / sum) };
-        i += device::WARP_SIZE as usize;
     }
+
+    // 3. The cached keys: each round gives every key group one key; BATCH rounds of keys and
+    //    values are loaded before the first is used. Keys past the chunk read a valid row and
+    //    are masked.
+    let mut run = [Running::EMPTY; HEADS_PER_ITEM];
+    let per_round = lanes.groups;
+    let mut round_start = start;
+    while round_start < cached_end {
+        let mut keys = [[0.0f32; DIMS_PER_LANE]; BATCH];
+        let mut values = [[0.0f32; DIMS_PER_LANE]; BATCH];
+        let mut valid = [false; BATCH];
+        crate::unroll!(4; b => {
+            let t = round_start + (b as u32) * per_round + lanes.group;
+            valid[b] = t < cached_end;
+            let row = if valid[b] { t } else { start } as usize * hd as usize + dim;
+            // SAFETY: row `< pos` (or `start < cached_end`): written by earlier steps.
+            unsafe {
+                keys[b] = load_slice_nc(k_cache.add(row));
+                values[b] = load_slice_nc(v_cache.add(row));
+            }
+        });
+        crate::unroll!(2; h => {
+            // Scores of the batch, then one rescale for all of them.
+            let mut scores = [f32::NEG_INFINITY; BATCH];
+            let mut batch_max = run[h].max;
+            crate::unroll!(4; b => {
+                let s = lanes.sum(dot(&q[h], &keys[b])) * d.attention_scale;
+                if valid[b] {
+                    scores[b] = s;
+                    if s > batch_max {
+                        batch_max = s;
+                    }
+                }
+            });
+            let rescale = Running::weight(run[h].max, batch_max);
+            let r = &mut run[h];
+            r.sum *= rescale;
+            let mut i = 0;
+            while i < DIMS_PER_LANE {
+                r.acc[i] *= rescale;
+                i += 1;
+            }
+            crate::unroll!(4; b => {
+                let e = Running::weight(scores[b], batch_max);
+                r.sum += e;
+                let mut i = 0;
+                while i < DIMS_PER_LANE {
+                    r.acc[i] = device::fma(e, values[b][i], r.acc[i]);
+                    i += 1;
+                }
+            });
+            r.max = batch_max;
+        });
+        round_start += BATCH as u32 * per_round;
+    }
+
+    // 4. The new position, in key group 0 only (the others add nothing).
+    if holds_new {
+        let mine = lanes.group == 0;
+        crate::unroll!(2; h => {
+            let s = lanes.sum(dot(&q[h], &k_new)) * d.attention_scale;
+            if mine {
+                run[h].merge(s, 1.0, &v_new);
+            }
+        });
+    }
+
+    // 5. One result per head from the key groups'.
+    crate::unroll!(2; h => {
+        run[h].merge_groups(&lanes);
+    });
+    if shape.splits == 1 {
+        if lanes.group == 0 {
+            crate::unroll!(2; h => {
+                if (h as u32) < heads {
+                    let head = (first_head as usize) + h;
+                    // SAFETY: the output holds every head's `head_dim` values.
+                    unsafe { store_slice(p.attn_out.add(head * hd as usize + dim), run[h].output()) };
+                }
+            });
+        }
+        return;
+    }
+    // 6. Several chunks: leave the partial, take a ticket; the last item combines.
+    if lanes.group == 0 {
+        crate::unroll!(2; h => {
+            if (h as u32) < heads {
+                let part = partial(p, first_head + h as u32, split);
+                // SAFETY: each partial has `partial_stride(head_dim)` floats.
+                unsafe {
+                    store_slice(part.add(dim), run[h].acc);
+                    if lanes.slice == 0 {
+                        part.add(hd as usize).write(run[h].max);
+                        part.add(hd as usize + 1).write(run[h].sum);
+                    }
+                }
+            }
+        });
+    }
+    let ticket_row = kv_head * head_blocks(d.q_heads, d.kv_heads) + head_block;
+    // SAFETY: the ticket array holds `item_rows` counters.
+    let last = unsafe { take_ticket(p.attn_tickets.add(ticket_row as usize), shape.splits) };
+    if last {
+        // SAFETY: every chunk of these heads left its partial before its ticket.
+        unsafe { combine(p, first_head, heads, shape.splits, &lanes) };
+    }
+}
+
+/// Publishes the warp's partials and counts this chunk in; true on every lane for the chunk
+/// that completes the count, which then sees every other chunk's partial. It sets the counter
+/// back to zero for the next layer (the grid barrier after attention orders that store before
+/// the next use).
+///
+/// # Safety
+/// `ticket` is this item row's counter; every lane of the warp calls it.
+#[inline(always)]
+unsafe fn take_ticket(ticket: *mut u32, splits: u32) -> bool {
+    // The lanes' stores are ordered before lane 0's release.
+    device::sync_warp();
+    let mut last = 0u32;
+    if device::lane_id() == 0 {
+        device::fence_acq_rel_gpu();
+        // SAFETY: a global counter only updated atomically during the stage.
+        let before = unsafe { device::atomic_add_release_gpu(ticket, 1) };
+        if before + 1 == splits {
+            // Acquire: the other chunks' partials, released before their tickets.
+            device::fence_acq_rel_gpu();
+            // SAFETY: every other chunk has counted itself in; nobody touches it again in
+            // this layer.
+            unsafe { ticket.write_volatile(0) };
+            last = 1;
+        }
+    }
+    // Only lane 0 can say yes: a vote gives its answer to every lane.
+    device::warp_any(last != 0)
+}
+
+/// Merges the chunks of `heads` query heads from `first_head` into their attention output.
+/// Key groups take chunks in turn, BATCH at a time, and merge by shuffles at the end.
+///
+/// # Safety
+/// Every lane of the warp calls it, after every chunk's partial was published to it.
+#[inline(always)]
+unsafe fn combine(p: &StepParams, first_head: u32, heads: u32, splits: u32, lanes: &Lanes) {
+    let hd = p.dims.head_dim as usize;
+    let dim = (lanes.slice as usize) * DIMS_PER_LANE;
+    crate::unroll!(2; h => {
+        if (h as u32) < heads {
+            let head = first_head + h as u32;
+            let mut run = Running::EMPTY;
+            let mut first = 0;
+            while first < splits {
+                let mut accs = [[0.0f32; DIMS_PER_LANE]; BATCH];
+                let mut maxes = [f32::NEG_INFINITY; BATCH];
+                let mut sums = [0.0f32; BATCH];
+                crate::unroll!(4; b => {
+                    let s = first + b as u32 * lanes.groups + lanes.group;
+                    if s < splits {
+                        let part = partial(p, head, s);
+                        // SAFETY: chunk `s` wrote its partial (published before its ticket).
+                        unsafe {
+                            accs[b] = load_slice(part.add(dim));
+                            maxes[b] = part.add(hd).read_volatile();
+                            sums[b] = part.add(hd + 1).read_volatile();
+                        }
+                    }
+                });
+                crate::unroll!(4; b => {
+                    run.merge(maxes[b], sums[b], &accs[b]);
+                });
+                first += BATCH as u32 * lanes.groups;
+            }
+            run.merge_groups(lanes);
+            if lanes.group == 0 {
+                // SAFETY: the output holds every head's `head_dim` values.
+                unsafe { store_slice(p.attn_out.add(head as usize * hd + dim), run.output()) };
+            }
+        }
+    });
 }

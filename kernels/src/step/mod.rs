@@ -22,7 +22,7 @@ use crate::device;
 use crate::ops::matvec::{matvec, prefetch};
 use crate::ops::norm::{bf16, rmsnorm_block};
 use crate::ops::sample::{self, SampleParams, lm_head_sample};
-use attention::{AttentionItem, attend, attention_split, combine, warp_scratch_floats};
+use attention::{AttentionItem, attend, attention_split, head_blocks, item_rows};
 use sync::{ErrorKind, GridSync, SYNC_SHARED_BYTES, Stage, StepError, record_error};
 
 /// Bytes of weights one stage boundary may prefetch into L2 (see
@@ -138,8 +138,12 @@ pub struct StepParams {
     pub x: *mut f32,
     /// Q, K, V of this position before norm and RoPE, `qkv_rows` f32.
     pub qkv: *mut f32,
-    /// Split-K partials, `q_heads × max_splits × (head_dim + 2)` f32.
+    /// Split-K partials, `q_heads × max_splits × partial_stride(head_dim)` f32
+    /// (see [`attention::partial_stride`]).
     pub attn_partial: *mut f32,
+    /// One counter per attention item row ([`attention::item_rows`]), zero between stages:
+    /// the chunk that completes a count combines.
+    pub attn_tickets: *mut u32,
     /// Attention output, `q_dim` f32.
     pub attn_out: *mut f32,
     /// SiLU(gate)·up, `intermediate` f32.
@@ -155,8 +159,10 @@ unsafe impl Send for StepParams {}
 unsafe impl Sync for StepParams {}
 
 /// Dynamic shared memory a block needs, in bytes: the barrier/reduction header, then a work
-/// area that holds either a whole input vector of a matvec or every warp's attention scratch.
+/// area that holds a whole input vector of a matvec, or the LM head's normed state and the
+/// sampler's warp lists.
 pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block: u32) -> usize {
+    let _ = shape;
     let mut vector = dims.hidden;
     if dims.q_dim() > vector {
         vector = dims.q_dim();
@@ -164,17 +170,9 @@ pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block
     if dims.intermediate > vector {
         vector = dims.intermediate;
     }
-    let attention = warps_per_block * warp_scratch_floats(dims.head_dim, shape.max_chunk);
     // The LM head keeps the normed hidden state and, behind it, the sampler's warp lists.
     let lm_head = dims.hidden + (sample::shared_bytes(warps_per_block) / 4) as u32;
-    let mut floats = if attention > vector {
-        attention
-    } else {
-        vector
-    };
-    if lm_head > floats {
-        floats = lm_head;
-    }
+    let floats = if lm_head > vector { lm_head } else { vector };
     SYNC_SHARED_BYTES + floats as usize * 4
 }
 
@@ -190,10 +188,12 @@ pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block
 /// * `c = max_chunk`: at most `ceil(max_context / max_chunk)` chunks;
 ///
 /// and always `c ≥ min_chunk`, so at most `ceil(max_context / min_chunk)`. Hence the bound
-/// `min(max(T, ceil(L / max_chunk)), ceil(L / min_chunk))`.
+/// `min(max(T, ceil(L / max_chunk)), ceil(L / min_chunk))`, with `T` counted in
+/// [`item_rows`] rather than heads.
 pub const fn max_splits(dims: &ModelDims, shape: &LaunchShape, warps_in_grid: u32) -> u32 {
-    let target = if warps_in_grid / dims.q_heads > 1 {
-        warps_in_grid / dims.q_heads
+    let rows = item_rows(dims.q_heads, dims.kv_heads);
+    let target = if warps_in_grid / rows > 1 {
+        warps_in_grid / rows
     } else {
         1
     };
@@ -226,10 +226,11 @@ pub const fn max_splits(dims: &ModelDims, shape: &LaunchShape, warps_in_grid: u3
     }
 }
 
-/// Barriers one step passes: six per layer (five when attention needs no combine), and one
-/// after the LM head.
+/// Barriers one step passes: five per layer (the combine of a split attention takes a ticket,
+/// not a barrier), and one after the LM head.
 pub const fn barriers_per_step(layers: u32, splits: u32) -> u32 {
-    layers * if splits > 1 { 6 } else { 5 } + 1
+    let _ = splits;
+    layers * 5 + 1
 }
 
 /// Copies `n` f32s of global `src` into the block's shared work area and synchronises.
@@ -303,7 +304,7 @@ pub unsafe fn decode_step(p: &StepParams) {
     let split = attention_split(
         pos.wrapping_add(1),
         warps_in_grid,
-        d.q_heads,
+        item_rows(d.q_heads, d.kv_heads),
         p.shape.min_chunk,
         p.shape.max_chunk,
     );
@@ -333,7 +334,6 @@ pub unsafe fn decode_step(p: &StepParams) {
     }
     // SAFETY: the control block of this launch.
     let mut sync = unsafe { GridSync::new(control, p.shape.spin_limit_ns) };
-    let warp_in_grid = device::block_idx() * device::warps_per_block() + device::warp_id();
     // SAFETY: the embedding has `vocab` rows and `token < vocab`.
     let embedding_row = unsafe { p.embedding.add(token as usize * d.hidden as usize) };
     // The sampler's penalty window takes this step's input (block 0; others read the mask in
@@ -397,22 +397,24 @@ pub unsafe fn decode_step(p: &StepParams) {
             }
         }
 
-        // 2. Attention: (head, chunk) items over all warps of the grid.
-        let scratch_floats = warp_scratch_floats(d.head_dim, p.shape.max_chunk) as usize;
-        // SAFETY: each warp has its own scratch in the work area.
-        let scratch = unsafe { work.add(device::warp_id() as usize * scratch_floats) };
-        let items = d.q_heads * split.splits;
-        let mut item = warp_in_grid;
+        // 2. Attention: (KV head, head block, chunk) items, spread block by block over the
+        //    grid's warps; a split attention combines behind its last chunk.
+        let blocks_of_heads = head_blocks(d.q_heads, d.kv_heads);
+        let rows = item_rows(d.q_heads, d.kv_heads);
+        let items = rows * split.splits;
+        let mut item = device::warp_id() * device::grid_dim() + device::block_idx();
         while item < items {
+            let row = item % rows;
             let work_item = AttentionItem {
                 layer,
                 pos,
-                head: item / split.splits,
-                split: item % split.splits,
+                kv_head: row / blocks_of_heads,
+                head_block: row % blocks_of_heads,
+                split: item / rows,
                 shape: split,
             };
-            // SAFETY: the warp's own scratch; every lane runs the item.
-            unsafe { attend(p, w, work_item, scratch) };
+            // SAFETY: every lane of the warp runs the item.
+            unsafe { attend(p, w, work_item) };
             item += warps_in_grid;
         }
         // SAFETY: as above.
@@ -421,16 +423,6 @@ pub unsafe fn decode_step(p: &StepParams) {
                 prefetch::<2>(w.gate_up, d.hidden, d.intermediate, lanes, L2_BUDGET)
             }) {
                 return;
-            }
-            if split.splits > 1 {
-                let mut head = warp_in_grid;
-                while head < d.q_heads {
-                    combine(p, head, split.splits);
-                    head += warps_in_grid;
-                }
-                if !sync.barrier(Stage::Combine, layer, || {}) {
-                    return;
-                }
             }
         }
 

@@ -52,6 +52,7 @@ struct DeviceBuffers {
     _x: CudaSlice<f32>,
     _qkv: CudaSlice<f32>,
     _attn_partial: CudaSlice<f32>,
+    attn_tickets: CudaSlice<u32>,
     _attn_out: CudaSlice<f32>,
     _act: CudaSlice<f32>,
     control: CudaSlice<u32>,
@@ -173,6 +174,9 @@ impl GpuEngine {
             _x: zeros(lens.x, "residual stream")?,
             _qkv: zeros(lens.qkv, "QKV buffer")?,
             _attn_partial: zeros(lens.attn_partial, "attention partials")?,
+            attn_tickets: stream
+                .alloc_zeros::<u32>(lens.attn_tickets.max(1))
+                .map_err(|e| device_memory(e, "attention tickets", lens.attn_tickets * 4))?,
             _attn_out: zeros(lens.attn_out, "attention output")?,
             _act: zeros(lens.act, "MLP activations")?,
             control: stream
@@ -199,6 +203,7 @@ impl GpuEngine {
             x: f32_ptr(&b._x),
             qkv: f32_ptr(&b._qkv),
             attn_partial: f32_ptr(&b._attn_partial),
+            attn_tickets: address(&b.attn_tickets, &stream) as *mut u32,
             attn_out: f32_ptr(&b._attn_out),
             act: f32_ptr(&b._act),
             control: address(&b.control, &stream) as *mut StepControl,
@@ -424,10 +429,14 @@ impl GpuEngine {
         stream
             .memset_zeros(&mut self.buffers.control)
             .context("resetting the control block")?;
-        // Blocks of a failed step may have counted themselves into the sampler's merge.
+        // Blocks of a failed step may have counted themselves into the sampler's merge, and
+        // attention chunks into their tickets.
         stream
             .memset_zeros(&mut self.sampler.blocks_done)
             .context("resetting the sampler's block counter")?;
+        stream
+            .memset_zeros(&mut self.buffers.attn_tickets)
+            .context("resetting the attention tickets")?;
         self.last_output = None;
         Ok(())
     }

@@ -241,6 +241,9 @@ pub unsafe fn lm_head_sample(
     shared: *mut u64,
 ) {
     let value = RowValue::new(s, position);
+    // The same widening as every other matvec of the step (for a vocabulary this large it
+    // keeps the launch's lanes).
+    let lanes_per_row = crate::ops::matvec::lanes_for(rows, x.len() as u32, lanes_per_row);
     // SAFETY (every arm): forwarded contract; the mask is read only when penalising.
     unsafe {
         if s.mode == SampleParams::CANDIDATES {
