@@ -113,6 +113,11 @@ impl CpuEngine {
         self
     }
 
+    /// Prompt tokens per batched pass.
+    pub fn prefill_batch(&self) -> usize {
+        self.prefill_batch
+    }
+
     pub fn model(&self) -> &Arc<PackedModel> {
         &self.model
     }

@@ -359,7 +359,10 @@ fn batched_prefill_matches_the_reference_in_any_pass_size() {
         assert!(diff < 1e-4, "passes of {pass}: logits differ by {diff}");
         let logits = engine.step_logits(next[0]).unwrap().to_vec();
         let diff = max_abs_diff(&logits, &expected_next);
-        assert!(diff < 1e-4, "passes of {pass}, then a step: logits differ by {diff}");
+        assert!(
+            diff < 1e-4,
+            "passes of {pass}, then a step: logits differ by {diff}"
+        );
     }
 }
 
