@@ -106,7 +106,7 @@ unsafe impl Sync for SharedOut {}
 /// and multiplies the whole batch by it, so every weight is read from memory once per batch
 /// however many tokens the batch holds.
 pub fn project(x: &[f32], w: &[bf16], k: usize, out: &mut [f32]) {
-    assert!(k > 0 && x.len() % k == 0 && w.len() % k == 0);
+    assert!(k > 0 && x.len().is_multiple_of(k) && w.len().is_multiple_of(k));
     let (tokens, n) = (x.len() / k, w.len() / k);
     assert_eq!(out.len(), tokens * n, "the output has the wrong size");
     if out.is_empty() {
