@@ -63,6 +63,9 @@ fn a_packed_file_runs_alone_on_another_machine() {
             "cpu",
             "--json",
             "--ignore-eos",
+            // The fixture's generation_config.json samples; the references are greedy.
+            "--temp",
+            "0",
             "-n",
             &n,
         ];

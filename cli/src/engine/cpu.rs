@@ -3,7 +3,7 @@
 //! so it follows Hugging Face transformers' float32 `Qwen3ForCausalLM` step by step.
 //!
 //! A decode step is matrix–vector work (memory-bound: every weight is read once per token). A
-//! prompt is fed in batches instead ([`prefill`]): its tokens go through each layer together as
+//! prompt is fed in batches instead (`cpu/prefill.rs`): its tokens go through each layer together as
 //! matrix–matrix products, which read each weight once per batch.
 
 mod matmul;
