@@ -6,6 +6,7 @@ use std::mem::{align_of, offset_of, size_of};
 
 use qwenmk::ptx::KERNELS_PTX;
 use qwenmk_kernels::kernel_names::DECODE_STEP;
+use qwenmk_kernels::ops::sample::SampleParams;
 use qwenmk_kernels::step::{LaunchShape, ModelDims, StepParams};
 use qwenmk_vgpu::ptx::{AddressBase, Operand, Statement, parse, type_bytes};
 
@@ -52,6 +53,34 @@ fn fields() -> Vec<(usize, usize, &'static str)> {
         (offset_of!(StepParams, max_splits), 4, "max_splits"),
         (offset_of!(StepParams, abi_bytes), 4, "abi_bytes"),
     ];
+    let sample = offset_of!(StepParams, sample);
+    v.extend([
+        (sample + offset_of!(SampleParams, mode), 4, "sample.mode"),
+        (sample + offset_of!(SampleParams, top_k), 4, "sample.top_k"),
+        (
+            sample + offset_of!(SampleParams, temperature),
+            4,
+            "sample.temperature",
+        ),
+        (sample + offset_of!(SampleParams, top_p), 4, "sample.top_p"),
+        (sample + offset_of!(SampleParams, min_p), 4, "sample.min_p"),
+        (
+            sample + offset_of!(SampleParams, repeat_penalty),
+            4,
+            "sample.repeat_penalty",
+        ),
+        (
+            sample + offset_of!(SampleParams, penalty_window),
+            4,
+            "sample.penalty_window",
+        ),
+        (
+            sample + offset_of!(SampleParams, history_len),
+            4,
+            "sample.history_len",
+        ),
+        (sample + offset_of!(SampleParams, seed), 8, "sample.seed"),
+    ]);
     let pointers = [
         (offset_of!(StepParams, embedding), "embedding"),
         (offset_of!(StepParams, lm_head), "lm_head"),
@@ -66,6 +95,16 @@ fn fields() -> Vec<(usize, usize, &'static str)> {
         (offset_of!(StepParams, attn_out), "attn_out"),
         (offset_of!(StepParams, act), "act"),
         (offset_of!(StepParams, control), "control"),
+        (sample + offset_of!(SampleParams, history), "sample.history"),
+        (
+            sample + offset_of!(SampleParams, penalty_mask),
+            "sample.penalty_mask",
+        ),
+        (sample + offset_of!(SampleParams, lists), "sample.lists"),
+        (
+            sample + offset_of!(SampleParams, blocks_done),
+            "sample.blocks_done",
+        ),
     ];
     v.extend(pointers.iter().map(|&(o, n)| (o, 8, n)));
     v.sort();
