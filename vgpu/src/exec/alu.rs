@@ -409,7 +409,8 @@ mod tests {
         assert_eq!(unary(UnOp::Clz, Ty::B32, 1), 31);
         assert_eq!(unary(UnOp::Neg, Ty::S64, 1), u64::MAX);
         assert_eq!(bfe(Ty::U32, 0xabcd_1234, 8, 8), 0x12);
-        assert_eq!(bfe(Ty::S32, 0x0000_8000, 12, 4), 0xffff_ffff);
+        // Bits 12..16 of 0x8000 are 0b1000; the field's top bit (bit 15) is replicated above it.
+        assert_eq!(bfe(Ty::S32, 0x0000_8000, 12, 4), 0xffff_fff8);
         assert_eq!(bfe(Ty::U32, 0xffff_ffff, 28, 8), 0xf);
         assert_eq!(bfi(Ty::B32, 0xf, 0, 4, 4), 0xf0);
         assert_eq!(bfi(Ty::B32, 0, 0xffff_ffff, 8, 8), 0xffff_00ff);
