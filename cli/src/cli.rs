@@ -306,11 +306,17 @@ pub struct BenchArgs {
     /// Tokens decoded per timed run [default: 128; 16 on the emulator].
     #[arg(short = 'n', long = "tokens", value_name = "N")]
     pub tokens: Option<usize>,
+    /// Prompt tokens per timed prompt-processing run (llama-bench's -p): a prefill of N tokens
+    /// from each depth, reported as pp tok/s beside the decode figures [default: 512; 16 on the
+    /// emulator; lowered to what fits beside the deepest depth]. 0 skips it.
+    #[arg(short = 'p', long = "n-prompt", value_name = "N")]
+    pub prompt: Option<usize>,
     /// Timed runs per depth [default: 5; 2 on the emulator].
     #[arg(short = 'r', long = "repetitions", value_name = "R")]
     pub repetitions: Option<usize>,
-    /// Untimed decode steps at each depth before its runs [default: 16 on the GPU, 4 on the
-    /// cpu, 1 on the emulator].
+    /// Untimed decode steps at each depth before its runs, and as many prompt tokens (at most
+    /// -p) prefilled before the prompt-processing runs [default: 16 on the GPU, 4 on the cpu,
+    /// 1 on the emulator].
     #[arg(long, value_name = "N")]
     pub warmup: Option<usize>,
     /// How the KV cache is brought to each depth [default: steps; random on the virtual GPU,

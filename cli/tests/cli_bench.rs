@@ -1,6 +1,6 @@
 //! `qwenmk bench` end to end on the cpu and emulator engines with tiny checkpoints: the output
-//! formats, every depth and sample present, numbers finite, depths beyond the context skipped,
-//! the plot and the peers merge. No timing is asserted.
+//! formats, every depth and sample present (decode and prompt processing), numbers finite,
+//! depths beyond the context skipped, the plot and the peers merge. No timing is asserted.
 
 mod common;
 
@@ -42,10 +42,12 @@ fn cpu_json_has_every_depth_and_sample() {
     let (json, err) = bench_json(
         &sandbox,
         &[
-            "-m", model, "--device", "cpu", "--depth", "0,16,48", "-n", "4", "-r", "2",
+            "-m", model, "--device", "cpu", "--depth", "0,16,48", "-n", "4", "-p", "6", "-r", "2",
         ],
     );
-    assert!(err.contains("KV cache of 52 positions"), "{err}");
+    // The runs from the deepest depth: 6 prompt tokens, more than the 4 decoded.
+    assert!(err.contains("KV cache of 54 positions"), "{err}");
+    assert!(err.contains("and of a 6-token prompt"), "{err}");
     assert_eq!(depths(&json), vec![0, 16, 48]);
     assert_eq!(json["engine"], "cpu");
     assert_eq!(json["gpu"], Value::Null);
@@ -54,7 +56,13 @@ fn cpu_json_has_every_depth_and_sample() {
     assert_eq!(json["model"]["name"], model);
     assert_eq!(json["settings"]["tokens"], 4);
     assert_eq!(json["settings"]["repetitions"], 2);
-    assert_eq!(json["settings"]["max_context"], 52);
+    assert_eq!(json["settings"]["max_context"], 54);
+    assert_eq!(json["settings"]["prompt_tokens"], 6);
+    assert!(
+        json["prefill"].as_str().unwrap().starts_with("batched"),
+        "{}",
+        json["prefill"]
+    );
     assert!(!json["qwenmk"]["version"].as_str().unwrap().is_empty());
     assert!(!json["qwenmk"]["commit"].as_str().unwrap().is_empty());
     assert!(json["date"].as_str().unwrap().ends_with('Z'));
@@ -83,7 +91,87 @@ fn cpu_json_has_every_depth_and_sample() {
             weights + kv,
             "bytes per token = weights + KV"
         );
+        let pp = &r["pp"];
+        assert_eq!(pp["tokens"], 6, "{r}");
+        assert_eq!(pp["samples_s"].as_array().unwrap().len(), 2, "{r}");
+        for s in pp["samples_s"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(pp["tokens_per_s"].as_array().unwrap())
+        {
+            positive(s, "a prompt sample");
+        }
+        positive(&pp["tok_s_mean"], "pp tok/s");
+        positive(&pp["us_per_token"], "pp µs/token");
     }
+}
+
+#[test]
+fn prompt_processing_defaults_to_what_fits_and_can_be_skipped() {
+    let sandbox = Sandbox::new();
+    // The tiny config holds 256 positions: the default 512-token prompt is lowered to the 224
+    // that fit beside depth 32.
+    let run = |extra: &[&str], format: &str| {
+        let mut args = vec![
+            "bench",
+            "--synthetic",
+            "tiny",
+            "--device",
+            "cpu",
+            "--depth",
+            "0,32",
+            "-n",
+            "2",
+            "-r",
+            "1",
+            "-o",
+            format,
+        ];
+        args.extend_from_slice(extra);
+        let output = sandbox.qwenmk(&args);
+        let err = assert_success(&output);
+        (stdout(&output), err)
+    };
+    let (text, err) = run(&[], "md");
+    assert!(err.contains("KV cache of 256 positions"), "{err}");
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+    assert!(rows[0].contains("| pp | pp tok/s |"), "{text}");
+    for row in &rows[2..] {
+        let fields: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(fields[9], "224", "{row}");
+        assert!(fields[10].parse::<f64>().is_ok_and(|x| x > 0.0), "{row}");
+    }
+    assert!(text.contains("Prompt processing: batched"), "{text}");
+
+    // -p 0: no prompt runs; the columns stay, empty.
+    let (text, err) = run(&["-p", "0"], "csv");
+    // Depth 32 plus the 4 warm-up steps, the longest run left.
+    assert!(err.contains("KV cache of 36 positions"), "{err}");
+    assert!(!err.contains("prompt"), "{err}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].ends_with(",pp_tokens,pp_tok_s_mean,pp_tok_s_sd"),
+        "{text}"
+    );
+    assert!(lines[1..].iter().all(|l| l.ends_with(",,,")), "{text}");
+    let (json, _) = run(&["-p", "0"], "json");
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["settings"]["prompt_tokens"], 0);
+    assert!(
+        json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["pp"].is_null())
+    );
+
+    // A prompt given with -p is taken as it is: depths it does not fit beside are skipped.
+    let (json, err) = run(&["-p", "240"], "json");
+    assert!(err.contains("skipping depth 32"), "{err}");
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(depths(&json), vec![0]);
+    assert_eq!(json["results"][0]["pp"]["tokens"], 240);
 }
 
 #[test]
@@ -184,9 +272,20 @@ fn the_emulator_runs_the_kernel_path() {
     assert_eq!(json["engine"], "emulator");
     assert_eq!(json["model"]["synthetic_seed"], 0);
     assert_eq!(depths(&json), vec![0, 8]);
+    assert!(
+        json["prefill"]
+            .as_str()
+            .unwrap()
+            .starts_with("one decode step per token"),
+        "{}",
+        json["prefill"]
+    );
     for r in json["results"].as_array().unwrap() {
         assert_eq!(r["samples_s"].as_array().unwrap().len(), 2);
         positive(&r["tok_s_mean"], "tok/s");
+        // The emulator's default prompt: 16 tokens.
+        assert_eq!(r["pp"]["tokens"], 16, "{r}");
+        positive(&r["pp"]["tok_s_mean"], "pp tok/s");
     }
     // The random weights are packed once and reused.
     let again = sandbox.qwenmk(&[

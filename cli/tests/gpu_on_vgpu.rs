@@ -276,6 +276,8 @@ fn bench_runs_and_labels_its_times_virtual() {
                 "0,8",
                 "--tokens",
                 "2",
+                "--n-prompt",
+                "2",
                 "--repetitions",
                 "1",
                 "--warmup",
@@ -307,6 +309,19 @@ fn bench_runs_and_labels_its_times_virtual() {
         results
             .iter()
             .all(|r| r["tok_s_mean"].as_f64().unwrap() > 0.0)
+    );
+    // Prompt processing: one (virtual) decode step per token.
+    assert!(
+        results
+            .iter()
+            .all(|r| r["pp"]["tokens"] == 2 && r["pp"]["tok_s_mean"].as_f64().unwrap() > 0.0),
+        "{json}"
+    );
+    assert!(
+        json["prefill"]
+            .as_str()
+            .unwrap()
+            .starts_with("one decode step per token")
     );
     let md = run("md");
     assert!(

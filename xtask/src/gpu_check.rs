@@ -329,7 +329,16 @@ pub fn check(o: &Options) -> Result<Value> {
         "bench", "--model", &model, "--device", "gpu", "--depth", depths,
     ];
     if o.tiny {
-        bench_args.extend(["--tokens", "2", "--repetitions", "1", "--warmup", "0"]);
+        bench_args.extend([
+            "--tokens",
+            "2",
+            "--n-prompt",
+            "2",
+            "--repetitions",
+            "1",
+            "--warmup",
+            "0",
+        ]);
     }
     bench_args.extend(["-o", "json"]);
     let bench = match runner.output(&bench_args) {
@@ -606,10 +615,14 @@ fn summary(r: &Value) -> String {
     }
     for r in r["bench"]["results"].as_array().into_iter().flatten() {
         s += &format!(
-            "  bench depth {:>6}: {:.1} tok/s\n",
+            "  bench depth {:>6}: {:.1} tok/s",
             r["depth"],
             r["tok_s_mean"].as_f64().unwrap_or(0.0)
         );
+        if let Some(pp) = r["pp"]["tok_s_mean"].as_f64() {
+            s += &format!(", pp{} {pp:.1} tok/s", r["pp"]["tokens"]);
+        }
+        s.push('\n');
     }
     s
 }

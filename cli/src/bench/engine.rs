@@ -1,7 +1,8 @@
 //! What `qwenmk bench` needs of an engine beyond [`Engine`]: going back to a depth after a
-//! timed run, and timing `n` decode steps the way the engine runs them best. The cpu and
-//! emulator engines are timed with the host clock around their steps; the gpu engine launches
-//! the steps back to back and times them with CUDA events.
+//! timed run, timing `n` decode steps the way the engine runs them best, and timing a prompt's
+//! prefill. The cpu and emulator engines are timed with the host clock around their steps; the
+//! gpu engine launches the steps back to back and times them with CUDA events. Prefills are
+//! timed with the host clock on every engine, as `generate` sees them.
 
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use crate::engine::cpu::CpuEngine;
 use crate::engine::emulator::EmulatorEngine;
 use crate::engine::gpu::{GpuEngine, GpuInfo};
 
-/// `n` decode steps and the time they took.
+/// `n` decode steps (or a prompt's prefill) and the time they took.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timed {
     /// The token the last step chose.
@@ -51,6 +52,22 @@ pub trait BenchEngine: Engine {
         Ok(())
     }
 
+    /// Feeds `tokens` as one prompt from [`Engine::position`] ([`Engine::prefill`]) and times
+    /// it, the choice of the next token included.
+    fn prefill_timed(&mut self, tokens: &[u32]) -> Result<Timed> {
+        let started = Instant::now();
+        let last = self.prefill(tokens)?;
+        Ok(Timed {
+            last,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// How [`Engine::prefill`] processes a prompt, for the report.
+    fn prefill_method(&self) -> String {
+        "one decode step per token, host clock around the prefill".to_owned()
+    }
+
     /// The GPU the engine runs on, if any.
     fn gpu(&self) -> Option<&GpuInfo> {
         None
@@ -60,6 +77,14 @@ pub trait BenchEngine: Engine {
 impl BenchEngine for CpuEngine {
     fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()> {
         CpuEngine::fill_random(self, depth, seed)
+    }
+
+    fn prefill_method(&self) -> String {
+        format!(
+            "batched: up to {} tokens per pass through matrix–matrix products, host clock \
+             around the prefill",
+            self.prefill_batch()
+        )
     }
 }
 
@@ -142,6 +167,15 @@ mod tests {
 
         // Truncating forward is refused.
         assert!(engine.truncate(engine.position() + 1).is_err());
+
+        // A prompt prefilled over a truncated cache chooses what it chooses over a fresh one.
+        let prompt = [9u32, 8, 7, 6, 5];
+        engine.truncate(prefix.len()).unwrap();
+        let timed = engine.prefill_timed(&prompt).unwrap();
+        assert_eq!(engine.position(), prefix.len() + prompt.len());
+        assert!(timed.seconds > 0.0 && timed.seconds.is_finite());
+        fresh.truncate(prefix.len()).unwrap();
+        assert_eq!(timed.last, fresh.prefill(&prompt).unwrap());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::peers::PeerRatio;
 use super::simulated::{STAGES, SimulatedProfile};
-use super::stats::DepthStats;
+use super::stats::{DepthStats, mean_sd};
 use super::sweep::{DepthSamples, Skipped};
 use crate::cli::Fill;
 use crate::commands::pack::human_bytes;
@@ -25,6 +25,8 @@ pub struct Report {
     pub model: ModelReport,
     pub engine: String,
     pub timer: String,
+    /// How the engine processes a prompt and how that is timed (the `pp` figures).
+    pub prefill: String,
     /// `measured` (a real clock: a GPU's events, or the host's), `virtual` (the virtual GPU's
     /// own clock, which measures nothing about hardware) or `simulated` (the virtual GPU's
     /// timing model of an H100: a model's prediction, not a measurement).
@@ -110,6 +112,8 @@ pub struct Settings {
     pub depths_requested: Vec<usize>,
     /// How the cache reached each depth: `steps` (decoded) or `random` (rows written).
     pub fill: Fill,
+    /// Prompt tokens per prompt-processing run (llama-bench's pp); 0 when none ran.
+    pub prompt_tokens: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,12 +139,48 @@ pub struct DepthResult {
     pub peers: Vec<PeerRatio>,
     /// Where the simulated time went (`null` unless `time` is `simulated`).
     pub simulated: Option<SimulatedProfile>,
+    /// Prompt processing from this depth; `null` when none ran (`-p 0`).
+    pub pp: Option<PromptResult>,
+}
+
+/// Prefills of a `tokens`-token prompt from one depth (llama-bench's `pp`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptResult {
+    pub tokens: usize,
+    /// Seconds for each repetition.
+    pub samples_s: Vec<f64>,
+    /// Each repetition's rate.
+    pub tokens_per_s: Vec<f64>,
+    pub tok_s_mean: f64,
+    /// Sample standard deviation; `null` for a single repetition.
+    pub tok_s_sd: Option<f64>,
+    pub us_per_token: f64,
+}
+
+impl PromptResult {
+    /// `None` without samples.
+    pub fn new(samples_s: &[f64], tokens: usize) -> Option<Self> {
+        let tokens_per_s: Vec<f64> = samples_s.iter().map(|s| tokens as f64 / s).collect();
+        let (Some(tok_s_mean), tok_s_sd) = mean_sd(&tokens_per_s) else {
+            return None;
+        };
+        let mean_s = samples_s.iter().sum::<f64>() / samples_s.len() as f64;
+        Some(PromptResult {
+            tokens,
+            samples_s: samples_s.to_vec(),
+            tokens_per_s,
+            tok_s_mean,
+            tok_s_sd,
+            us_per_token: 1e6 * mean_s / tokens as f64,
+        })
+    }
 }
 
 impl DepthResult {
     pub fn new(
         samples: &DepthSamples,
         tokens: usize,
+        prompt_tokens: usize,
         stats: &DepthStats,
         peers: Vec<PeerRatio>,
     ) -> Self {
@@ -164,6 +204,7 @@ impl DepthResult {
             roofline_tok_s: stats.roofline_tok_s,
             peers,
             simulated: samples.profile.clone(),
+            pp: PromptResult::new(&samples.prompt_samples_s, prompt_tokens),
         }
     }
 }
@@ -179,6 +220,14 @@ pub struct PeersReport {
 
 fn opt(value: Option<f64>, format: impl Fn(f64) -> String) -> String {
     value.map_or_else(|| "n/a".to_owned(), format)
+}
+
+/// `12.34 ± 0.56`, or `12.34` without a deviation.
+fn mean_pm_sd(mean: f64, sd: Option<f64>) -> String {
+    match sd {
+        Some(sd) => format!("{mean:.2} ± {sd:.2}"),
+        None => format!("{mean:.2}"),
+    }
 }
 
 impl Report {
@@ -214,12 +263,14 @@ impl Report {
             "GB/s",
             "% peak",
             "roofline tok/s",
+            "pp",
+            "pp tok/s",
         ]
         .into_iter()
         .map(str::to_owned)
         .collect::<Vec<_>>();
         let mut align = vec![
-            ":--", ":--", "--:", "--:", "--:", "--:", "--:", "--:", "--:",
+            ":--", ":--", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:",
         ];
         for (_, label) in self.peer_columns() {
             header.push(format!("vs {label}"));
@@ -228,20 +279,22 @@ impl Report {
         let _ = writeln!(out, "| {} |", header.join(" | "));
         let _ = writeln!(out, "|{}|", align.join("|"));
         for r in &self.results {
-            let tok_s = match r.tok_s_sd {
-                Some(sd) => format!("{:.2} ± {:.2}", r.tok_s_mean, sd),
-                None => format!("{:.2}", r.tok_s_mean),
-            };
             let mut row = vec![
                 self.model.name.clone(),
                 self.engine_label(),
                 r.depth.to_string(),
                 r.tokens.to_string(),
-                tok_s,
+                mean_pm_sd(r.tok_s_mean, r.tok_s_sd),
                 format!("{:.1}", r.us_per_token),
                 significant(r.gb_per_s),
                 opt(r.percent_of_peak, |p| format!("{p:.1} %")),
                 opt(r.roofline_tok_s, |t| format!("{t:.0}")),
+                r.pp.as_ref()
+                    .map_or_else(|| "n/a".to_owned(), |pp| pp.tokens.to_string()),
+                r.pp.as_ref().map_or_else(
+                    || "n/a".to_owned(),
+                    |pp| mean_pm_sd(pp.tok_s_mean, pp.tok_s_sd),
+                ),
             ];
             for (name, _) in self.peer_columns() {
                 let ratio = r
@@ -315,6 +368,17 @@ impl Report {
                 Fill::Random => "filled with pseudo-random rows (--fill random)",
             }
         );
+        if self.settings.prompt_tokens > 0 {
+            let _ = writeln!(
+                out,
+                "Prompt processing: {}; pp tok/s is the mean ± sd of {} of a {}-token prompt \
+                 after a {}-token warm-up, every run from the same depth  ",
+                self.prefill,
+                count(self.settings.repetitions, "prefill"),
+                self.settings.prompt_tokens,
+                self.settings.warmup.min(self.settings.prompt_tokens)
+            );
+        }
         if let Some(p) = &self.peers {
             let _ = writeln!(
                 out,
@@ -414,6 +478,9 @@ impl Report {
             "gb_per_s",
             "percent_of_peak",
             "roofline_tok_s",
+            "pp_tokens",
+            "pp_tok_s_mean",
+            "pp_tok_s_sd",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -439,6 +506,10 @@ impl Report {
                 num(Some(r.gb_per_s)),
                 num(r.percent_of_peak),
                 num(r.roofline_tok_s),
+                r.pp.as_ref()
+                    .map_or_else(String::new, |pp| pp.tokens.to_string()),
+                num(r.pp.as_ref().map(|pp| pp.tok_s_mean)),
+                num(r.pp.as_ref().and_then(|pp| pp.tok_s_sd)),
             ];
             for (name, _) in self.peer_columns() {
                 row.push(num(r
@@ -574,6 +645,7 @@ pub(crate) mod tests {
                     roofline_tok_s: peak.map(|p| p / bytes as f64),
                     peers,
                     simulated: None,
+                    pp: PromptResult::new(&[512.0 / (tok_s * 20.0), 512.0 / (tok_s * 19.0)], 512),
                 }
             })
             .collect();
@@ -596,6 +668,7 @@ pub(crate) mod tests {
             simulated: false,
             timing_model: None,
             timer: "test".into(),
+            prefill: "test prefill".into(),
             gpu: gpu.then(|| GpuReport {
                 name: "NVIDIA H100 80GB HBM3".into(),
                 driver: Some("580.95.05".into()),
@@ -621,6 +694,7 @@ pub(crate) mod tests {
                 max_context: 32_896,
                 depths_requested: depths.to_vec(),
                 fill: Fill::Steps,
+                prompt_tokens: 512,
             },
             results,
             skipped: Vec::new(),
@@ -735,6 +809,60 @@ pub(crate) mod tests {
                 .to_markdown()
                 .contains("by stage")
         );
+    }
+
+    #[test]
+    fn prompt_processing_has_its_columns_and_fields() {
+        let mut report = sample_report(false, false);
+        let md = report.to_markdown();
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+        assert!(
+            rows[0].ends_with("| roofline tok/s | pp | pp tok/s |"),
+            "{md}"
+        );
+        let pp = report.results[0].pp.clone().unwrap();
+        assert_eq!(pp.tokens, 512);
+        assert_eq!(pp.tokens_per_s.len(), 2);
+        assert!(
+            (pp.us_per_token - 1e6 * pp.samples_s.iter().sum::<f64>() / 2.0 / 512.0).abs() < 1e-6
+        );
+        let cells: Vec<&str> = rows[2]
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        assert_eq!(cells[9], "512");
+        assert_eq!(cells[10], mean_pm_sd(pp.tok_s_mean, pp.tok_s_sd), "{md}");
+        assert!(md.contains("Prompt processing: test prefill; pp tok/s is the mean ± sd of 2 prefills of a 512-token prompt after a 16-token warm-up"), "{md}");
+        let csv = report.to_csv();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let line: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+        let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        assert_eq!(line[column("pp_tokens")], "512");
+        assert_eq!(
+            line[column("pp_tok_s_mean")].parse::<f64>().unwrap(),
+            pp.tok_s_mean
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["results"][0]["pp"]["tokens"], 512);
+        assert_eq!(json["settings"]["prompt_tokens"], 512);
+        assert_eq!(json["prefill"], "test prefill");
+
+        // Without prompt runs (-p 0): n/a, empty CSV cells, null in JSON, no footnote.
+        report.settings.prompt_tokens = 0;
+        for r in &mut report.results {
+            r.pp = None;
+        }
+        let md = report.to_markdown();
+        assert!(
+            md.lines().nth(2).unwrap().ends_with("| n/a | n/a |"),
+            "{md}"
+        );
+        assert!(!md.contains("Prompt processing"), "{md}");
+        assert!(report.to_csv().lines().nth(1).unwrap().ends_with(",,,"));
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["results"][0]["pp"], serde_json::Value::Null);
+        assert!(PromptResult::new(&[], 512).is_none());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `qwenmk bench`: decode speed against KV-cache depth.
+//! `qwenmk bench`: decode speed (tg) and prompt processing (pp) against KV-cache depth.
 //!
 //! 1. the model's config: a checkpoint's, or a --synthetic one (no weights yet);
 //! 2. the engine (auto → gpu or cpu) and, from its defaults and the flags, the sweep: which
@@ -48,10 +48,13 @@ enum Kind {
 }
 
 /// Defaults that depend on the engine: the GPU sweeps to 32k; the CPU and, far slower, the
-/// emulator stay shallow.
+/// emulator stay shallow. Prompts are llama-bench's pp512, except on the emulator, where each
+/// prompt token is a whole emulated decode step, and the virtual GPU, which runs none unless
+/// asked.
 struct Defaults {
     depths: &'static [usize],
     tokens: usize,
+    prompt: usize,
     repetitions: usize,
     warmup: usize,
 }
@@ -62,24 +65,30 @@ impl Kind {
             Kind::Gpu => Defaults {
                 depths: &[0, 128, 512, 1024, 4096, 8192, 16384, 32768],
                 tokens: 128,
+                prompt: 512,
                 repetitions: 5,
                 warmup: 16,
             },
             Kind::Cpu => Defaults {
                 depths: &[0, 32, 128],
                 tokens: 128,
+                prompt: 512,
                 repetitions: 5,
                 warmup: 4,
             },
             Kind::Emulator => Defaults {
                 depths: &[0, 32],
                 tokens: 16,
+                prompt: 16,
                 repetitions: 2,
                 warmup: 1,
             },
             Kind::VirtualGpu => Defaults {
                 depths: &[0, 128],
                 tokens: 4,
+                // The gpu engine feeds a prompt one decode step per token, so pp would only
+                // repeat tg here at seconds to minutes per token; -p asks for it.
+                prompt: 0,
                 repetitions: 1,
                 warmup: 1,
             },
@@ -136,12 +145,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Err(error) => return Err(error),
     };
     let (plan, skipped) = plan;
+    let prompts = if plan.prompt == 0 {
+        String::new()
+    } else {
+        format!(" and of a {}-token prompt", plan.prompt)
+    };
     notice(&format!(
-        "{}: KV cache of {} positions (depth {} + {} steps), {} run{} of {} tokens at depth{} {}",
+        "{}: KV cache of {} positions (depth {} + {} steps), {} run{} of {} tokens{prompts} at \
+         depth{} {}",
         engine.name(),
         plan.context_needed(),
         plan.depths.last().copied().unwrap_or(0),
-        plan.warmup.max(plan.tokens),
+        plan.span(),
         plan.repetitions,
         if plan.repetitions == 1 { "" } else { "s" },
         plan.tokens,
@@ -230,7 +245,7 @@ fn build_report(
             let ratios = peers
                 .map(|(_, file)| file.ratios(s.depth, stats.tok_s_mean))
                 .unwrap_or_default();
-            DepthResult::new(s, plan.tokens, &stats, ratios)
+            DepthResult::new(s, plan.tokens, plan.prompt, &stats, ratios)
         })
         .collect();
     Report {
@@ -254,6 +269,7 @@ fn build_report(
             Some(g) if g.is_virtual() => "virtual",
             _ => "measured",
         },
+        prefill: engine.prefill_method(),
         simulated: gpu.is_some_and(GpuInfo::is_simulated),
         timing_model: samples
             .iter()
@@ -272,6 +288,7 @@ fn build_report(
             max_context: engine.max_context(),
             depths_requested: requested_depths(args, kind),
             fill: plan.fill,
+            prompt_tokens: plan.prompt,
         },
         results,
         skipped,
@@ -367,18 +384,37 @@ fn sweep_plan(
     notice: &mut dyn FnMut(&str),
 ) -> Result<(SweepPlan, Vec<sweep::Skipped>)> {
     let defaults = kind.defaults();
+    let depths = requested_depths(args, kind);
+    let tokens = args.tokens.unwrap_or(defaults.tokens);
+    let warmup = args.warmup.unwrap_or(defaults.warmup);
+    let limit = config.max_position_embeddings;
+    let prompt = args
+        .prompt
+        .unwrap_or_else(|| default_prompt(defaults.prompt, &depths, tokens.max(warmup), limit));
     let (plan, skipped) = SweepPlan::new(
-        &requested_depths(args, kind),
-        args.tokens.unwrap_or(defaults.tokens),
+        &depths,
+        tokens,
+        prompt,
         args.repetitions.unwrap_or(defaults.repetitions),
-        args.warmup.unwrap_or(defaults.warmup),
+        warmup,
         (args.seed, args.fill.unwrap_or(kind.default_fill())),
-        config.max_position_embeddings,
+        limit,
     )?;
     for s in &skipped {
         notice(&format!("skipping depth {}: {}", s.depth, s.reason));
     }
     Ok((plan, skipped))
+}
+
+/// The default prompt length: `preferred`, lowered so that it fits beside the deepest depth
+/// whose decode runs (`decode_span` positions) fit in `limit` positions; a -p the user gives is
+/// taken as it is (depths it does not fit beside are skipped).
+fn default_prompt(preferred: usize, depths: &[usize], decode_span: usize, limit: usize) -> usize {
+    depths
+        .iter()
+        .filter(|&&d| d + decode_span <= limit)
+        .max()
+        .map_or(preferred, |&deepest| preferred.min(limit - deepest))
 }
 
 /// The engine with a KV cache of exactly `context` positions.
@@ -598,4 +634,21 @@ fn open_or_generate(
     packed.with_context(|| format!("generating random weights into {}", path.display()))?;
     PackedModel::open(&path)
         .with_context(|| format!("the generated weights {} do not open", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_prompt;
+
+    #[test]
+    fn the_default_prompt_fits_beside_the_deepest_depth() {
+        // Room to spare: the engine's preference.
+        assert_eq!(default_prompt(512, &[0, 32, 128], 128, 40_960), 512);
+        // The tiny config's 256 positions: what is left beside depth 32.
+        assert_eq!(default_prompt(512, &[0, 8, 32], 3, 256), 224);
+        // Depths whose decode runs do not fit are skipped anyway and do not lower it.
+        assert_eq!(default_prompt(512, &[0, 250, 4096], 8, 256), 256);
+        // Nothing fits: left as it is (the plan then says that no depth fits).
+        assert_eq!(default_prompt(16, &[300], 2, 256), 16);
+    }
 }

@@ -1,8 +1,14 @@
 //! The `cpu` engine: a plain Qwen3 decoder in f32 over the packed BF16 weights, written to be
 //! obviously correct rather than fast. It is the oracle every other engine is tested against,
 //! so it follows Hugging Face transformers' float32 `Qwen3ForCausalLM` step by step.
+//!
+//! A decode step is matrix–vector work (memory-bound: every weight is read once per token). A
+//! prompt is fed in batches instead (`cpu/prefill.rs`): its tokens go through each layer together as
+//! matrix–matrix products, which read each weight once per batch.
 
+mod matmul;
 mod ops;
+mod prefill;
 #[cfg(test)]
 mod tests;
 
@@ -39,10 +45,17 @@ struct Scratch {
     act: Vec<f32>,
 }
 
+/// Prompt tokens one batched pass takes by default (llama.cpp's default micro-batch): large
+/// enough that the products run near the cores' peak, small enough that the pass's activations
+/// stay in tens of MiB for Qwen3-0.6B.
+pub const PREFILL_BATCH: usize = 512;
+
 /// Greedy Qwen3 decoding on the CPU, one sequence at a time.
 pub struct CpuEngine {
     model: Arc<PackedModel>,
     max_context: usize,
+    /// Prompt tokens per batched pass of [`CpuEngine::prefill_logits`].
+    prefill_batch: usize,
     position: usize,
     inv_freq: Vec<f32>,
     cache: Vec<LayerCache>,
@@ -87,9 +100,22 @@ impl CpuEngine {
             sampling: Sampling::greedy(),
             scratch,
             max_context,
+            prefill_batch: PREFILL_BATCH,
             position: 0,
             model,
         })
+    }
+
+    /// The same engine feeding prompts `tokens` at a time (at least 1) in its batched passes.
+    /// Results do not depend on it beyond float32 rounding; memory grows with it.
+    pub fn with_prefill_batch(mut self, tokens: usize) -> Self {
+        self.prefill_batch = tokens.max(1);
+        self
+    }
+
+    /// Prompt tokens per batched pass.
+    pub fn prefill_batch(&self) -> usize {
+        self.prefill_batch
     }
 
     pub fn model(&self) -> &Arc<PackedModel> {
@@ -164,19 +190,78 @@ impl CpuEngine {
     /// Appends `token` and returns the logits for the next position. Fails without changing
     /// state when the context is full or the token is outside the vocabulary.
     pub fn step_logits(&mut self, token: u32) -> Result<&[f32]> {
+        self.check_input(&[token])?;
+        self.forward(token as usize);
+        self.position += 1;
+        self.tokens.push(token);
+        Ok(&self.logits)
+    }
+
+    /// Appends all of `tokens` in batched passes and returns the logits after the last one:
+    /// the logits [`CpuEngine::step_logits`] would give fed them one by one, to float32
+    /// rounding, with the same KV cache left behind. Fails without changing state when they do
+    /// not all fit in the context or one is outside the vocabulary.
+    pub fn prefill_logits(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        if tokens.is_empty() {
+            bail!("the prompt is empty: give at least one token");
+        }
+        self.check_input(tokens)?;
+        let model = Arc::clone(&self.model);
+        let c = model.config();
+        let mut batch = prefill::Batch::new(c, tokens.len().min(self.prefill_batch));
+        let mut last = 0;
+        for run in tokens.chunks(self.prefill_batch) {
+            batch.forward(&model, &self.inv_freq, &mut self.cache, self.position, run);
+            self.position += run.len();
+            self.tokens.extend_from_slice(run);
+            last = run.len() - 1;
+        }
+        // 12. Final norm and 13. LM head, for the last token only: nobody reads the others'.
+        let hidden = c.hidden_size;
+        let x = &batch.x[last * hidden..][..hidden];
+        let s = &mut self.scratch;
+        ops::rms_norm(x, model.final_norm(), c.rms_norm_eps, &mut s.normed);
+        ops::matvec(model.lm_head(), &s.normed, &mut self.logits);
+        Ok(&self.logits)
+    }
+
+    /// Fails when `tokens` do not all fit after [`Engine::position`] or one is outside the
+    /// vocabulary.
+    fn check_input(&self, tokens: &[u32]) -> Result<()> {
         let c = self.model.config();
         super::ensure_room(self.position, self.max_context, c.max_position_embeddings)?;
-        let token = token as usize;
-        if token >= c.vocab_size {
+        if self.position + tokens.len() > self.max_context {
+            bail!(
+                "the context is full: {} tokens do not fit after the {} held, in {} positions; \
+                 raise --max-context (the model allows up to {})",
+                tokens.len(),
+                self.position,
+                self.max_context,
+                c.max_position_embeddings
+            );
+        }
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
             bail!(
                 "token id {token} is outside the model's vocabulary of {} tokens",
                 c.vocab_size
             );
         }
-        self.forward(token);
-        self.position += 1;
-        self.tokens.push(token as u32);
-        Ok(&self.logits)
+        Ok(())
+    }
+
+    /// The token chosen to follow the last one fed, from [`CpuEngine::logits`].
+    fn choose_next(&self) -> Result<u32> {
+        let position = self.position - 1;
+        let window = self.sampling.penalty_window();
+        let recent = &self.tokens[self.tokens.len().saturating_sub(window)..];
+        match choose_token(&self.logits, recent, &self.sampling, position as u32) {
+            // The index is below vocab_size, which the config keeps within u32.
+            Some(id) => Ok(id),
+            None => bail!(
+                "the model produced NaN logits at position {position}; the packed weights are \
+                 probably damaged"
+            ),
+        }
     }
 
     /// One decode step at `self.position`, leaving the logits in `self.logits`.
@@ -319,21 +404,17 @@ impl Engine for CpuEngine {
 
     fn feed(&mut self, token: u32, next: Next) -> Result<u32> {
         self.step_logits(token)?;
-        let position = self.position - 1;
         if next == Next::Unused {
             // Nobody reads this token: skip the sampler (and the vocabulary-wide work of its
             // penalty or noise).
             return Ok(0);
         }
-        let window = self.sampling.penalty_window();
-        let recent = &self.tokens[self.tokens.len().saturating_sub(window)..];
-        match choose_token(&self.logits, recent, &self.sampling, position as u32) {
-            // The index is below vocab_size, which the config keeps within u32.
-            Some(id) => Ok(id),
-            None => bail!(
-                "the model produced NaN logits at position {position}; the packed weights are \
-                 probably damaged"
-            ),
-        }
+        self.choose_next()
+    }
+
+    /// The whole prompt in batched passes ([`CpuEngine::prefill_logits`]), then one choice.
+    fn prefill(&mut self, tokens: &[u32]) -> Result<u32> {
+        self.prefill_logits(tokens)?;
+        self.choose_next()
     }
 }

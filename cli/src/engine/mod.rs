@@ -62,7 +62,9 @@ pub trait Engine {
     fn step(&mut self, token: u32) -> Result<u32> {
         self.feed(token, Next::Wanted)
     }
-    /// Feeds a whole prompt and returns the token chosen to follow it.
+    /// Feeds a whole prompt and returns the token chosen to follow it. By default one decode
+    /// step per token (the gpu and emulator engines); the cpu engine runs the prompt through
+    /// each layer in batched passes instead, with the same result to float32 rounding.
     fn prefill(&mut self, tokens: &[u32]) -> Result<u32> {
         let Some((&last, rest)) = tokens.split_last() else {
             bail!("the prompt is empty: give at least one token");

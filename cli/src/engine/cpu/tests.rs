@@ -335,3 +335,55 @@ fn reset_replays_the_same_tokens() {
         .collect();
     assert_eq!(first, second);
 }
+
+/// The batched prefill against the f64 reference, whatever the pass size: one pass, passes
+/// that end mid-prompt, one token per pass; and then a step from the cache it left.
+#[test]
+fn batched_prefill_matches_the_reference_in_any_pass_size() {
+    let mut config = tiny_config(false);
+    config.num_attention_heads = 8;
+    let src = SyntheticCheckpoint::random(&config, 28, true);
+    let (_dir, model) = packed(&src);
+    let reference = Reference { src: &src };
+    let tokens: Vec<u32> = vec![3, 141, 59, 26, 299, 0, 53, 58, 97, 93, 23, 84, 7];
+    let (prompt, next) = tokens.split_at(tokens.len() - 1);
+    let expected = reference.logits(prompt);
+    let expected_next = reference.logits(&tokens);
+    for pass in [64, 5, 1] {
+        let mut engine = CpuEngine::new(Arc::clone(&model), 32)
+            .unwrap()
+            .with_prefill_batch(pass);
+        let logits = engine.prefill_logits(prompt).unwrap().to_vec();
+        assert_eq!(engine.position(), prompt.len());
+        let diff = max_abs_diff(&logits, &expected);
+        assert!(diff < 1e-4, "passes of {pass}: logits differ by {diff}");
+        let logits = engine.step_logits(next[0]).unwrap().to_vec();
+        let diff = max_abs_diff(&logits, &expected_next);
+        assert!(
+            diff < 1e-4,
+            "passes of {pass}, then a step: logits differ by {diff}"
+        );
+    }
+}
+
+#[test]
+fn a_prefill_that_cannot_run_changes_nothing() {
+    let (_dir, model) = packed(&SyntheticCheckpoint::random(&tiny_config(true), 29, false));
+    let mut engine = CpuEngine::new(model, 6).unwrap();
+    engine.prefill(&[1, 2]).unwrap();
+    let before = engine.logits().to_vec();
+    let err = engine.prefill(&[3, 4, 5, 6, 7]).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "the context is full: 5 tokens do not fit after the 2 held, in 6 positions; raise \
+         --max-context (the model allows up to 256)"
+    );
+    let err = engine.prefill(&[3, 300, 5]).unwrap_err().to_string();
+    assert!(err.contains("token id 300 is outside"), "{err}");
+    assert_eq!(engine.position(), 2);
+    assert_eq!(engine.logits(), before);
+    // What is there still decodes, up to the last position.
+    engine.prefill(&[3, 4, 5, 6]).unwrap();
+    let err = engine.prefill(&[1]).unwrap_err().to_string();
+    assert!(err.starts_with("the context is full at 6 tokens"), "{err}");
+}
