@@ -240,9 +240,14 @@ pub struct RmArgs {
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Write the embedded PTX to stdout instead.
+    /// Write the embedded PTX modules to stdout instead (sm_90, then sm_80), each from its
+    /// `.version` line, separated by a blank line.
     #[arg(long)]
     pub ptx: bool,
+    /// With --ptx: write only the module for this architecture (sm_90 or sm_80), whole, as it
+    /// is embedded.
+    #[arg(long, value_name = "ARCH", requires = "ptx")]
+    pub arch: Option<String>,
     /// Print the report as JSON.
     #[arg(long, conflicts_with = "ptx")]
     pub json: bool,

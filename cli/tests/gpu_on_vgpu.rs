@@ -1,8 +1,9 @@
 //! The gpu engine and the embedded PTX, run on the virtual GPU: the exact PTX rustc produced,
 //! launched by the real host code (cudarc, the stand-in driver), must reproduce Hugging Face's
 //! tokens like the cpu engine does — raw and chat, GQA 2 and 4, a long prompt whose attention
-//! splits into several chunks, 4 and 132 SMs, weak memory visibility — and every failure the
-//! driver or the kernel can report must come out as one sentence and a non-zero exit.
+//! splits into several chunks, 4 and 132 SMs, weak memory visibility, the sm_80 module on an
+//! A100-shaped device — and every failure the driver or the kernel can report must come out as
+//! one sentence and a non-zero exit.
 
 mod common;
 
@@ -76,6 +77,10 @@ fn info_names_the_virtual_device() {
         "{stdout}"
     );
     assert!(stdout.contains("registers"), "{stdout}");
+    assert!(
+        stdout.contains("loads:     the sm_90 PTX (ISA 8.0)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -432,12 +437,30 @@ fn auto_passes_over_the_virtual_gpu() {
 }
 
 #[test]
-fn an_ampere_shaped_device_is_refused_with_a_sentence() {
+fn an_ampere_device_loads_the_sm80_ptx_and_matches_transformers() {
+    // The virtual device refuses a module whose .target is newer than its compute capability,
+    // as the driver does: the tokens can only come out if qwenmk chose the sm_80 module.
+    let settings = [("QWENMK_VGPU_CC", "8.0")];
+    let output = Sandbox::new().qwenmk_vgpu(&["info"], &settings);
+    assert_success(&output);
+    let info = common::stdout(&output);
+    assert!(
+        info.contains("compute:   8.0") && info.contains("loads:     the sm_80 PTX (ISA 7.4)"),
+        "{info}"
+    );
+    check("tiny-gqa2", "raw-france", 6, &settings);
+}
+
+#[test]
+fn a_gpu_older_than_every_module_is_refused_with_a_sentence() {
     let sandbox = Sandbox::new();
     let model = fixture("tiny-gqa2");
-    let settings = [("QWENMK_VGPU_CC", "8.0")];
+    let settings = [("QWENMK_VGPU_CC", "7.5")];
     let info = common::stdout(&sandbox.qwenmk_vgpu(&["info"], &settings));
-    assert!(info.contains("8.0"), "{info}");
+    assert!(
+        info.contains("7.5") && info.contains("compute capability 8.0 (A100) or newer"),
+        "{info}"
+    );
     let output = sandbox.qwenmk_vgpu(
         &[
             "generate",
@@ -454,7 +477,9 @@ fn an_ampere_shaped_device_is_refused_with_a_sentence() {
     let stderr = common::stderr(&output);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("compute capability 8.0") && stderr.contains("9.0"),
+        stderr.contains("compute capability 7.5")
+            && stderr.contains("the kernels need compute capability 8.0 (A100) or newer"),
         "{stderr}"
     );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

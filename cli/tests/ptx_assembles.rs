@@ -1,26 +1,35 @@
-//! The embedded PTX assembles for sm_90 with ptxas, every kernel is in it, and no kernel
-//! spills registers or keeps a stack frame.
+//! Every embedded PTX module (sm_90 and sm_80) names its own target, holds every kernel,
+//! assembles for its architecture with ptxas, and no kernel spills registers or keeps a stack
+//! frame.
 //!
 //! Under CI (`CI=true`) a missing ptxas fails the test; elsewhere the test says it was skipped.
 
-use qwenmk::ptx::{KERNELS_PTX, ptx_version_and_target};
+use qwenmk::ptx::{MODULES, PtxModule};
 use qwenmk::ptxas::{assemble, find_ptxas};
 
 #[test]
-fn embedded_ptx_names_its_target() {
-    let (version, target) = ptx_version_and_target();
-    assert_eq!(target, Some(qwenmk_kernels::PTX_TARGET));
-    assert!(version.is_some(), "the PTX has no .version line");
-    for name in qwenmk_kernels::kernel_names::ALL {
-        assert!(
-            KERNELS_PTX.contains(&format!(".entry {name}(")),
-            "kernel {name} is missing from the embedded PTX"
-        );
+fn both_architectures_are_embedded() {
+    let archs: Vec<&str> = MODULES.iter().map(|m| m.arch).collect();
+    assert_eq!(archs, ["sm_90", "sm_80"]);
+}
+
+#[test]
+fn each_module_names_its_target_and_holds_every_kernel() {
+    for module in MODULES {
+        let arch = module.arch;
+        assert_eq!(module.target(), Some(arch));
+        assert!(module.isa_version().is_some(), "{arch}: no .version line");
+        for name in qwenmk_kernels::kernel_names::ALL {
+            assert!(
+                module.ptx.contains(&format!(".entry {name}(")),
+                "kernel {name} is missing from the {arch} PTX"
+            );
+        }
     }
 }
 
 #[test]
-fn embedded_ptx_assembles_for_sm90_without_spills() {
+fn every_module_assembles_for_its_architecture_without_spills() {
     let Some(ptxas) = find_ptxas() else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!(
@@ -30,21 +39,27 @@ fn embedded_ptx_assembles_for_sm90_without_spills() {
         eprintln!("skipped: ptxas not found (set PTXAS or install PyPI's nvidia-cuda-nvcc)");
         return;
     };
-    let reports = assemble(&ptxas, KERNELS_PTX, qwenmk_kernels::PTX_TARGET)
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    for module in MODULES {
+        check_module(&ptxas, module);
+    }
+}
+
+fn check_module(ptxas: &std::path::Path, module: &PtxModule) {
+    let arch = module.arch;
+    let reports = assemble(ptxas, module.ptx, arch).unwrap_or_else(|e| panic!("{e:#}"));
     for name in qwenmk_kernels::kernel_names::ALL {
         let report = reports
             .iter()
             .find(|r| r.name == *name)
-            .unwrap_or_else(|| panic!("ptxas reported nothing for kernel {name}"));
-        eprintln!("{report:?}");
+            .unwrap_or_else(|| panic!("ptxas reported nothing for kernel {name} ({arch})"));
+        eprintln!("{arch}: {report:?}");
         assert!(
             report.is_clean(),
-            "kernel {name} spills or uses a stack frame: {report:?}"
+            "kernel {name} spills or uses a stack frame on {arch}: {report:?}"
         );
         assert!(
             report.registers > 0,
-            "kernel {name}: no register count parsed"
+            "kernel {name} ({arch}): no register count parsed"
         );
     }
 }

@@ -1,10 +1,10 @@
-//! The host's `StepParams` and the kernel's parameter, as the embedded PTX declares and reads
-//! it, have one layout: the same size and alignment, every load of the parameter covers whole
+//! The host's `StepParams` and the kernel's parameter, as every embedded PTX module (sm_90 and
+//! sm_80) declares and reads it, have one layout: the same size and alignment, every load of the parameter covers whole
 //! fields, and every pointer field is read as one 64-bit value at its offset.
 
 use std::mem::{align_of, offset_of, size_of};
 
-use qwenmk::ptx::KERNELS_PTX;
+use qwenmk::ptx::{MODULES, PtxModule};
 use qwenmk_kernels::kernel_names::DECODE_STEP;
 use qwenmk_kernels::ops::sample::SampleParams;
 use qwenmk_kernels::step::{LaunchShape, ModelDims, StepParams};
@@ -114,16 +114,31 @@ fn fields() -> Vec<(usize, usize, &'static str)> {
 
 #[test]
 fn the_kernel_parameter_has_the_host_layout() {
-    let module = parse(KERNELS_PTX).expect("the embedded PTX parses");
+    for module in MODULES {
+        check_layout(module);
+    }
+}
+
+fn check_layout(ptx: &PtxModule) {
+    let arch = ptx.arch;
+    let module = parse(ptx.ptx).unwrap_or_else(|e| panic!("the {arch} PTX parses: {e}"));
     let entry = module
         .functions
         .iter()
         .find(|f| f.name == DECODE_STEP)
-        .expect("the decode step is in the module");
+        .unwrap_or_else(|| panic!("the decode step is in the {arch} module"));
     assert_eq!(entry.params.len(), 1, "one by-value parameter");
     let param = &entry.params[0];
-    assert_eq!(param.bytes as usize, size_of::<StepParams>(), "size");
-    assert_eq!(param.align as usize, align_of::<StepParams>(), "alignment");
+    assert_eq!(
+        param.bytes as usize,
+        size_of::<StepParams>(),
+        "{arch}: size"
+    );
+    assert_eq!(
+        param.align as usize,
+        align_of::<StepParams>(),
+        "{arch}: alignment"
+    );
 
     let fields = fields();
     // The fields tile the struct: nothing is missing from the list above.
@@ -141,9 +156,12 @@ fn the_kernel_parameter_has_the_host_layout() {
             continue;
         }
         let Some(Operand::Address(AddressBase::Symbol(name), offset)) = i.operands.get(1) else {
-            panic!("line {}: an ld.param without a symbol address", i.line)
+            panic!(
+                "{arch} line {}: an ld.param without a symbol address",
+                i.line
+            )
         };
-        assert_eq!(name, &param.name, "line {}", i.line);
+        assert_eq!(name, &param.name, "{arch} line {}", i.line);
         let ty = i.opcode.rsplit('.').next().unwrap();
         let vector = if i.opcode.contains(".v2") {
             2
@@ -156,7 +174,7 @@ fn the_kernel_parameter_has_the_host_layout() {
         let (at, end) = (*offset as usize, *offset as usize + width);
         assert!(
             starts.contains(&at) && ends.contains(&end),
-            "line {}: `{}` reads bytes {at}..{end}, which cut a field of StepParams \
+            "{arch} line {}: `{}` reads bytes {at}..{end}, which cut a field of StepParams \
              ({fields:?})",
             i.line,
             i.opcode
@@ -167,7 +185,7 @@ fn the_kernel_parameter_has_the_host_layout() {
         if bytes == 8 && name != "spin_limit_ns" {
             assert!(
                 loads.contains(&(offset, 8)),
-                "the pointer `{name}` at {offset} is never read as one 64-bit value"
+                "{arch}: the pointer `{name}` at {offset} is never read as one 64-bit value"
             );
         }
     }

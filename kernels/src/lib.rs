@@ -1,7 +1,8 @@
 //! The qwenmk kernels: one source, two builds.
 //!
-//! * For `nvptx64-nvidia-cuda` the crate is `no_std`; `cli/build.rs` compiles it to PTX that the
-//!   `qwenmk` binary embeds and the `gpu` engine loads.
+//! * For `nvptx64-nvidia-cuda` the crate is `no_std`; `cli/build.rs` compiles it to PTX, once
+//!   for sm_90 (with `--cfg qwenmk_sm90`) and once for sm_80, and the `qwenmk` binary embeds
+//!   both; the `gpu` engine loads the one that suits the GPU (`cli/src/ptx.rs`).
 //! * For the host the same kernel code runs on the emulator in [`device`], where every CUDA
 //!   thread is a CPU thread with real block barriers, warp shuffles and atomics.
 //!
@@ -86,8 +87,3 @@ pub mod kernel_names {
     /// The kernels qwenmk runs, for reports and load checks.
     pub const ALL: &[&str] = &[DECODE_STEP, LM_HEAD_ARGMAX];
 }
-
-/// The GPU architecture the PTX is compiled for (Hopper: H100, H200).
-pub const PTX_TARGET: &str = "sm_90";
-/// The lowest compute capability that can run the PTX, as (major, minor).
-pub const MIN_COMPUTE_CAPABILITY: (u32, u32) = (9, 0);

@@ -94,7 +94,10 @@ impl Config {
             match v.trim() {
                 "9.0" | "90" => c.compute_capability = (9, 0),
                 "8.0" | "80" => c.compute_capability = (8, 0),
-                _ => warn(&format!("QWENMK_VGPU_CC={v} is not 9.0 or 8.0; using 9.0")),
+                "7.5" | "75" => c.compute_capability = (7, 5),
+                _ => warn(&format!(
+                    "QWENMK_VGPU_CC={v} is not 9.0, 8.0 or 7.5; using 9.0"
+                )),
             }
         }
         if let Some(v) = var("QWENMK_VGPU_MEMORY") {

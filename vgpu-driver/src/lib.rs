@@ -7,8 +7,8 @@
 //!
 //! The device calls itself "qwenmk virtual GPU (PTX interpreter)" so that nobody takes it for
 //! hardware; its clock, and so every event timing, is virtual. Settings (environment):
-//! `QWENMK_VGPU_SMS` (SMs, default 4; 132 for an H100's shape), `QWENMK_VGPU_CC` (9.0 or 8.0),
-//! `QWENMK_VGPU_MEMORY` (e.g. 16GiB), `QWENMK_VGPU_WEAK=1` (weak-visibility memory,
+//! `QWENMK_VGPU_SMS` (SMs, default 4; 132 for an H100's shape), `QWENMK_VGPU_CC` (9.0, 8.0 or
+//! 7.5), `QWENMK_VGPU_MEMORY` (e.g. 16GiB), `QWENMK_VGPU_WEAK=1` (weak-visibility memory,
 //! `QWENMK_VGPU_SEED`), `QWENMK_VGPU_FAULT` (alloc, alloc:N, launch, occupancy, residency),
 //! `QWENMK_VGPU_REGS` (registers per thread when ptxas is not found), `QWENMK_VGPU_TRACE=1`,
 //! `QWENMK_VGPU_TIMING=h100` (simulated H100 timing; `qwenmkVgpuTakeProfile` returns it).

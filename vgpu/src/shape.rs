@@ -1,6 +1,6 @@
 //! The shape of the GPUs the virtual device imitates, and the occupancy rule that follows from
 //! it. Figures from NVIDIA's CUDA C++ Programming Guide, "Compute Capabilities" table
-//! (technical specifications per compute capability), and the H100 / A100 datasheets.
+//! (technical specifications per compute capability), and the H100 / A100 / T4 datasheets.
 
 /// Limits and figures of one GPU model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +64,35 @@ pub const AMPERE: Shape = Shape {
     memory_bus_bits: 5120,
 };
 
+/// T4 (compute capability 7.5): older than every module qwenmk embeds, so that the refusal of
+/// a GPU too old for the kernels can be tested end to end.
+pub const TURING: Shape = Shape {
+    compute_capability: (7, 5),
+    name: "T4",
+    registers_per_sm: 65_536,
+    max_registers_per_thread: 255,
+    shared_per_sm: 64 * 1024,
+    shared_optin_per_block: 64 * 1024,
+    shared_default_per_block: 48 * 1024,
+    // The 1 KiB reserved per block starts with compute capability 8.0.
+    reserved_shared_per_block: 0,
+    max_threads_per_sm: 1024,
+    max_blocks_per_sm: 16,
+    max_threads_per_block: 1024,
+    l2_bytes: 4 * 1024 * 1024,
+    clock_khz: 1_590_000,
+    // 2 × 5.0 GHz × 256 bits = 320 GB/s (GDDR6).
+    memory_clock_khz: 5_000_000,
+    memory_bus_bits: 256,
+};
+
 impl Shape {
     pub fn for_capability(cc: (u32, u32)) -> Shape {
-        if cc.0 >= 9 { HOPPER } else { AMPERE }
+        match cc.0 {
+            9.. => HOPPER,
+            8 => AMPERE,
+            _ => TURING,
+        }
     }
 
     /// Registers one warp is given: per thread rounded up to a multiple of 8, times 32
@@ -96,10 +122,14 @@ impl Shape {
         let by_registers = self.warps_by_registers(registers) / warps;
         let by_threads = self.max_threads_per_sm / (warps * 32);
         let per_block = (shared + self.reserved_shared_per_block).next_multiple_of(128);
+        // A block with no shared memory at all (possible where no bytes are reserved per
+        // block, as before compute capability 8.0) is not limited by it.
         let by_shared = if shared > self.shared_optin_per_block {
             0
         } else {
-            self.shared_per_sm / per_block
+            self.shared_per_sm
+                .checked_div(per_block)
+                .unwrap_or(u32::MAX)
         };
         by_registers
             .min(by_threads)
@@ -124,5 +154,13 @@ mod tests {
         assert_eq!(HOPPER.blocks_per_sm(32, 128, 100 * 1024), 2);
         assert_eq!(AMPERE.blocks_per_sm(32, 128, 100 * 1024), 1);
         assert_eq!(HOPPER.blocks_per_sm(32, 128, 300 * 1024), 0);
+        // Turing: 1,024 threads per SM.
+        assert_eq!(TURING.blocks_per_sm(32, 256, 0), 4);
+        // No bytes are reserved per block there, so shared memory alone does not limit it.
+        assert_eq!(TURING.blocks_per_sm(32, 32, 0), 16);
+        assert_eq!(TURING.blocks_per_sm(32, 256, 40 * 1024), 1);
+        assert_eq!(Shape::for_capability((7, 5)), TURING);
+        assert_eq!(Shape::for_capability((8, 0)), AMPERE);
+        assert_eq!(Shape::for_capability((9, 0)), HOPPER);
     }
 }

@@ -20,7 +20,8 @@ Example: cargo xtask vgpu -- generate --device gpu --model fixtures/tiny-gqa2 -n
 
 options (each sets the environment variable the driver reads; those can be set directly too):
   --sms N        SMs of the virtual device (QWENMK_VGPU_SMS; default 4, 132 = an H100's shape)
-  --cc 9.0|8.0   compute capability (QWENMK_VGPU_CC)
+  --cc CC        compute capability (QWENMK_VGPU_CC): 9.0 (default; qwenmk loads its sm_90
+                 PTX), 8.0 (an A100's shape; the sm_80 PTX) or 7.5 (too old: refused)
   --memory SIZE  device memory, e.g. 16GiB (QWENMK_VGPU_MEMORY)
   --weak         weak-visibility memory model (QWENMK_VGPU_WEAK=1)
   --seed S       its seed (QWENMK_VGPU_SEED)

@@ -351,9 +351,8 @@ fn resolve_kind(device: Device, notice: &mut dyn FnMut(&str)) -> Result<Kind> {
             Ok(info) if info.can_run_kernels() => Kind::Gpu,
             Ok(info) => {
                 notice(&format!(
-                    "no usable GPU ({} has compute capability {}.{}; the kernels need Hopper); \
-                     running on the CPU",
-                    info.name, info.compute_capability.0, info.compute_capability.1
+                    "no usable GPU ({}); running on the CPU",
+                    info.too_old()
                 ));
                 Kind::Cpu
             }

@@ -129,7 +129,7 @@ pub fn open_engine(
             let why = match gpu::probe(0) {
                 Err(GpuUnavailable::NoDriver) => "no CUDA driver was found".to_owned(),
                 Err(GpuUnavailable::NoDevice(why)) => why,
-                Ok(info) if !info.can_run_kernels() => too_old(&info),
+                Ok(info) if !info.can_run_kernels() => info.too_old(),
                 Ok(info) if info.is_virtual() => virtual_notice(&info),
                 Ok(info) => match open_engine(Device::Gpu, model.clone(), context, notice) {
                     Ok(engine) => return Ok(engine),
@@ -151,7 +151,7 @@ pub fn check_device(device: Device) -> Result<()> {
     if device == Device::Gpu {
         let info = gpu::probe(0).map_err(|why| anyhow!("--device gpu: {why}"))?;
         if !info.can_run_kernels() {
-            bail!("--device gpu: {}; use --device cpu", too_old(&info));
+            bail!("--device gpu: {}; use --device cpu", info.too_old());
         }
     }
     Ok(())
@@ -161,16 +161,6 @@ pub fn check_device(device: Device) -> Result<()> {
 pub fn virtual_notice(info: &GpuInfo) -> String {
     format!(
         "the GPU is the {} (a test tool, far slower than the CPU; --device gpu uses it)",
-        info.name
-    )
-}
-
-fn too_old(info: &GpuInfo) -> String {
-    let (major, minor) = info.compute_capability;
-    let (need_major, need_minor) = qwenmk_kernels::MIN_COMPUTE_CAPABILITY;
-    format!(
-        "{} has compute capability {major}.{minor}; the kernels need {need_major}.{need_minor} \
-         or newer",
         info.name
     )
 }

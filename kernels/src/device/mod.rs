@@ -2,7 +2,8 @@
 //!
 //! Kernels call these functions and nothing else that is GPU-specific. Two backends implement
 //! them with the same names and meaning:
-//! * `nvptx` — inline PTX for sm_90 (built when the target is `nvptx64-nvidia-cuda`);
+//! * `nvptx` — inline PTX for sm_90 and sm_80 (built when the target is `nvptx64-nvidia-cuda`,
+//!   once per architecture);
 //! * `emu` — the host emulator: each CUDA thread is an OS thread, a block shares a real barrier
 //!   and a shared-memory buffer, a warp exchanges values through a 32-slot mailbox, and global
 //!   atomics are `core::sync::atomic` with the same orderings.

@@ -1,6 +1,18 @@
-//! The sm_90 backend of the device layer: special registers and inline PTX.
+//! The NVPTX backend of the device layer: special registers and inline PTX.
 //!
 //! Every function is `#[inline(always)]` so that the PTX a kernel compiles to has no calls.
+//!
+//! `cli/build.rs` compiles this crate once per architecture, and the gpu engine loads the
+//! module that suits the GPU:
+//! * **sm_90** (Hopper: H100, H200; PTX ISA 8.0), built with `--cfg qwenmk_sm90`;
+//! * **sm_80** (Ampere: A100, and every compute capability 8.x; PTX ISA 7.4), without it.
+//!
+//! Everything below is valid on both (sm_70-era instructions, plus the `L1::no_allocate`
+//! eviction priority of ISA 7.4). A function that needs Hopper, such as a bulk copy
+//! (`cp.async.bulk`) completing on an `mbarrier`, goes under `#[cfg(qwenmk_sm90)]`, with an
+//! sm_80 counterpart under `#[cfg(not(qwenmk_sm90))]` (`cp.async` per thread, then
+//! `cp.async.wait_group`), so that kernels call one name on every architecture. The host
+//! emulator is built without the cfg.
 
 use core::arch::asm;
 use core::arch::nvptx;

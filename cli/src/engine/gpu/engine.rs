@@ -100,18 +100,11 @@ impl GpuEngine {
         notice: &mut dyn FnMut(&str),
     ) -> Result<Self> {
         let info = probe(0)?;
-        if !info.can_run_kernels() {
-            let (major, minor) = qwenmk_kernels::MIN_COMPUTE_CAPABILITY;
-            bail!(
-                "{} has compute capability {}.{}; the kernels need {major}.{minor} or newer \
-                 (Hopper, e.g. H100 or H200); use --device cpu",
-                info.name,
-                info.compute_capability.0,
-                info.compute_capability.1
-            );
-        }
+        let Some(ptx) = info.ptx_module() else {
+            bail!("{}; use --device cpu", info.too_old());
+        };
         let ctx = CudaContext::new(0).context("creating a CUDA context on GPU 0")?;
-        let kernel = StepKernel::load(&ctx)?;
+        let kernel = StepKernel::load(&ctx, ptx)?;
         let attributes = kernel.attributes()?;
         let config = model.config();
 

@@ -14,7 +14,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 use qwenmk_kernels::step::StepParams;
 
-use crate::ptx::KERNELS_PTX;
+use crate::ptx::PtxModule;
 
 /// The step's parameters as a kernel argument (passed by value, like the PTX declares).
 #[repr(transparent)]
@@ -40,12 +40,20 @@ pub struct StepKernel {
 }
 
 impl StepKernel {
-    /// Loads the embedded PTX (the driver compiles it for this GPU) and finds the kernel.
-    pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let module = ctx.load_module(Ptx::from_src(KERNELS_PTX)).context(
-            "the CUDA driver could not load the kernels' PTX (ISA 8.0 for sm_90); a driver for \
-             CUDA 12.0 or newer is needed",
-        )?;
+    /// Loads one embedded PTX module (the driver compiles it for this GPU) and finds the
+    /// kernel.
+    pub fn load(ctx: &Arc<CudaContext>, ptx: &PtxModule) -> Result<Self> {
+        let module = ctx.load_module(Ptx::from_src(ptx.ptx)).with_context(|| {
+            let isa = ptx.isa_version().unwrap_or("?");
+            let driver = ptx
+                .min_cuda_release()
+                .map(|r| format!("; a driver for CUDA {r} or newer is needed"))
+                .unwrap_or_default();
+            format!(
+                "the CUDA driver could not load the kernels' {} PTX (ISA {isa}){driver}",
+                ptx.arch
+            )
+        })?;
         let function = module
             .load_function(qwenmk_kernels::kernel_names::DECODE_STEP)
             .context("the decode-step kernel is missing from the loaded PTX module")?;
@@ -164,15 +172,17 @@ impl StepKernel {
     }
 }
 
-/// Loads the kernels on GPU `ordinal` and reports the decode step's attributes and how many
-/// blocks of `block` threads with `shared_bytes` of dynamic shared memory fit on one SM.
+/// Loads the kernels of `ptx` on GPU `ordinal` and reports the decode step's attributes and
+/// how many blocks of `block` threads with `shared_bytes` of dynamic shared memory fit on one
+/// SM.
 pub fn inspect_decode_step(
     ordinal: usize,
+    ptx: &PtxModule,
     block: u32,
     shared_bytes: usize,
 ) -> Result<(KernelAttributes, u32)> {
     let ctx = CudaContext::new(ordinal).context("creating a CUDA context")?;
-    let kernel = StepKernel::load(&ctx)?;
+    let kernel = StepKernel::load(&ctx, ptx)?;
     Ok((
         kernel.attributes()?,
         kernel.resident_blocks_per_sm(block, shared_bytes)?,

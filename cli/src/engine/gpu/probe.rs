@@ -5,6 +5,8 @@ use std::fmt;
 use cudarc::driver::CudaContext;
 use cudarc::driver::sys::CUdevice_attribute as Attribute;
 
+use crate::ptx::{self, PtxModule};
+
 /// How the virtual GPU's stand-in driver names its device.
 pub const VIRTUAL_GPU_NAME_PREFIX: &str = "qwenmk virtual GPU";
 
@@ -44,9 +46,26 @@ impl GpuInfo {
         self.is_virtual() && self.name.contains("simulated")
     }
 
-    /// True when the embedded PTX can run on this GPU.
+    /// The embedded PTX module this GPU loads: the newest architecture it has, or `None` when
+    /// it is older than every module.
+    pub fn ptx_module(&self) -> Option<&'static PtxModule> {
+        ptx::module_for(self.compute_capability)
+    }
+
+    /// True when one of the embedded PTX modules can run on this GPU.
     pub fn can_run_kernels(&self) -> bool {
-        self.compute_capability >= qwenmk_kernels::MIN_COMPUTE_CAPABILITY
+        self.ptx_module().is_some()
+    }
+
+    /// Why this GPU cannot run the kernels: `NAME has compute capability 7.5; the kernels need
+    /// compute capability 8.0 (A100) or newer`.
+    pub fn too_old(&self) -> String {
+        let (major, minor) = self.compute_capability;
+        format!(
+            "{} has compute capability {major}.{minor}; the kernels need {}",
+            self.name,
+            ptx::requirement()
+        )
     }
 }
 
@@ -161,5 +180,23 @@ mod tests {
         // 2 × 2.619 GHz × 640 B = 3.35 TB/s, the H100 SXM's spec.
         assert!((info.peak_bandwidth_bytes_per_s() / 1e12 - 3.352).abs() < 0.01);
         assert!(info.can_run_kernels());
+        assert_eq!(info.ptx_module().map(|m| m.arch), Some("sm_90"));
+        let a100 = GpuInfo {
+            name: "NVIDIA A100-SXM4-80GB".into(),
+            compute_capability: (8, 0),
+            ..info.clone()
+        };
+        assert_eq!(a100.ptx_module().map(|m| m.arch), Some("sm_80"));
+        let t4 = GpuInfo {
+            name: "Tesla T4".into(),
+            compute_capability: (7, 5),
+            ..info
+        };
+        assert!(!t4.can_run_kernels());
+        assert_eq!(
+            t4.too_old(),
+            "Tesla T4 has compute capability 7.5; the kernels need compute capability 8.0 \
+             (A100) or newer"
+        );
     }
 }
