@@ -6,6 +6,7 @@
 
 use qwenmk_kernels::device::emu;
 use qwenmk_kernels::ops::argmax::{argmax_key, key_row};
+use qwenmk_kernels::ops::matvec::staged_index;
 use qwenmk_kernels::ops::sample::candidates::CANDIDATES;
 use qwenmk_kernels::ops::sample::{
     SampleParams, choose, list_words, lm_head_sample, mask_words, rng, shared_bytes,
@@ -128,7 +129,7 @@ fn draw(
             let staged = smem.cast::<f32>();
             let mut i = qwenmk_kernels::device::thread_idx() as usize;
             while i < cols {
-                staged.add(i).write(x.add(i).read());
+                staged.add(staged_index(i, cols)).write(x.add(i).read());
                 i += qwenmk_kernels::device::block_dim() as usize;
             }
             qwenmk_kernels::device::sync_threads();

@@ -41,7 +41,8 @@ pub struct RawLaunch {
     pub l2_hit_bytes: u64,
     pub l2_far_hit_bytes: u64,
     /// (block, cycles since the launch began) of every release atomic: the grid barriers'
-    /// arrivals (the bench decodes greedily, so the sampler adds none).
+    /// arrivals, the kernel's only release atomics (attention's tickets and the sampler's
+    /// block count are relaxed atomics after a fence).
     pub arrivals: Vec<(u32, u64)>,
 }
 

@@ -396,6 +396,16 @@ pub unsafe fn load_global_nc_v4(p: *const [u32; 4]) -> [u32; 4] {
     unsafe { p.read() }
 }
 
+/// Relaxed add at device scope; returns the old value.
+///
+/// # Safety
+/// `p` must point to a live, aligned `u32` that is only accessed atomically.
+#[inline]
+pub unsafe fn atomic_add_relaxed_gpu(p: *mut u32, v: u32) -> u32 {
+    // SAFETY: the caller guarantees `p`.
+    unsafe { AtomicU32::from_ptr(p) }.fetch_add(v, Ordering::Relaxed)
+}
+
 /// Release add at device scope; returns the old value.
 ///
 /// # Safety

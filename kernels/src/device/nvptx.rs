@@ -108,6 +108,29 @@ pub unsafe fn load_global_nc_v4(p: *const [u32; 4]) -> [u32; 4] {
     [a, b, c, d]
 }
 
+/// Adds `v` to `*p` atomically at GPU scope, with no ordering of its own, and returns the old
+/// value. After a [`fence_acq_rel_gpu`] it publishes what the fence ordered (a release
+/// pattern) without the second fence that `atom.release` costs; the virtual GPU's timing
+/// model also takes only release atomics for grid-barrier arrivals.
+///
+/// # Safety
+/// `p` must point to a 4-byte aligned `u32` in global memory.
+#[inline(always)]
+pub unsafe fn atomic_add_relaxed_gpu(p: *mut u32, v: u32) -> u32 {
+    let old: u32;
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "atom.relaxed.gpu.global.add.u32 {old}, [{p}], {v};",
+            old = out(reg32) old,
+            p = in(reg64) p,
+            v = in(reg32) v,
+            options(nostack),
+        );
+    }
+    old
+}
+
 /// Adds `v` to `*p` with release semantics at GPU scope and returns the old value: every write
 /// this thread made before becomes visible to a thread that acquires the new value.
 ///

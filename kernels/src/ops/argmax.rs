@@ -7,7 +7,7 @@
 //! `torch.argmax`'s (ties go to the lowest id) whatever order the blocks finish in.
 
 use crate::device;
-use crate::ops::matvec::{PassVisitor, VALUES_PER_LOAD, matvec_passes};
+use crate::ops::matvec::{PassVisitor, VALUES_PER_LOAD, matvec_passes, staged_index};
 
 /// Parameters of [`lm_head_argmax`], passed by value to the PTX kernel.
 #[repr(C)]
@@ -160,12 +160,12 @@ impl<F: RowMap> PassVisitor<1> for Best<F> {
 #[inline(always)]
 pub unsafe fn lm_head_argmax(p: &LmHeadArgmaxParams) {
     let cols = p.cols as usize;
-    // Stage x in shared memory: every row reads all of it.
+    // Stage x in shared memory, laid out for the matvec: every row reads all of it.
     let x = device::shared_memory().cast::<f32>();
     let mut i = device::thread_idx() as usize;
     while i < cols {
         // SAFETY: the launch gives `shared_bytes(cols)` bytes and `p.x` holds `cols` values.
-        unsafe { x.add(i).write(p.x.add(i).read()) };
+        unsafe { x.add(staged_index(i, cols)).write(p.x.add(i).read()) };
         i += device::block_dim() as usize;
     }
     device::sync_threads();

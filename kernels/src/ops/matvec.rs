@@ -66,24 +66,90 @@ pub fn lanes_for(units: u32, cols: u32, base: u32) -> u32 {
     lanes
 }
 
-/// `acc + Σ w[i]·x[i]` over 8 BF16 weights (one 128-bit load) and 8 f32 activations, with
-/// fused multiply-adds.
+/// Where value `j` of an `n`-value activation vector is kept in shared memory for a matvec:
+/// of each 8 values that one weight load meets, the first 4 go to the first half of the
+/// buffer and the last 4 to the second half, so that the lanes of a warp, which take
+/// consecutive groups of 8, read their halves with 16-byte loads at consecutive addresses.
+/// Stored plainly, the lanes' values would sit 32 bytes apart and 8 lanes would share each
+/// bank: a scalar read replayed 8 times, the matvecs' costliest instruction.
+///
+/// `n` must be a multiple of [`VALUES_PER_LOAD`].
+#[inline(always)]
+pub const fn staged_index(j: usize, n: usize) -> usize {
+    let half = (j / 4) % 2;
+    half * (n / 2) + (j / 8) * 4 + j % 4
+}
+
+/// The 8 activations that weight load `m` of a row meets, from a vector of `n` values staged
+/// by [`staged_index`]: two 16-byte shared-memory loads.
 ///
 /// # Safety
-/// `x` must point to 8 readable f32s.
+/// `xs` must point to `n` staged values, 16-byte aligned; `m < n / 8`.
 #[inline(always)]
-pub unsafe fn dot8(w: [u32; 4], x: *const f32, mut acc: f32) -> f32 {
+unsafe fn staged_x8(xs: *const f32, n: u32, m: u32) -> ([f32; 4], [f32; 4]) {
+    // SAFETY: both halves hold `n / 2` values, `4m + 4 ≤ n / 2`; 16-byte aligned as `xs`.
+    unsafe {
+        (
+            device::load_f32x4(xs.add(4 * m as usize)),
+            device::load_f32x4(xs.add((n / 2 + 4 * m) as usize)),
+        )
+    }
+}
+
+/// `acc + Σ w[i]·x[i]` over 8 BF16 weights (one 128-bit load) and their 8 f32 activations
+/// (`lo` then `hi`), with fused multiply-adds.
+#[inline(always)]
+pub fn dot8(w: [u32; 4], (lo, hi): ([f32; 4], [f32; 4]), mut acc: f32) -> f32 {
+    let x = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]];
     let mut i = 0;
     while i < 4 {
         let (a, b) = device::bf16x2_to_f32(w[i]);
-        // SAFETY: `2i + 1 < 8`.
-        unsafe {
-            acc = device::fma(a, x.add(2 * i).read(), acc);
-            acc = device::fma(b, x.add(2 * i + 1).read(), acc);
-        }
+        acc = device::fma(a, x[2 * i], acc);
+        acc = device::fma(b, x[2 * i + 1], acc);
         i += 1;
     }
     acc
+}
+
+/// How many of a row's `loads_per_row` 16-byte loads lane `sub` of `lanes` makes.
+#[inline(always)]
+fn loads_of_lane(sub: u32, loads_per_row: u32, lanes: u32) -> u32 {
+    if sub < loads_per_row {
+        (loads_per_row - sub).div_ceil(lanes)
+    } else {
+        0
+    }
+}
+
+/// Issues loads `k .. k + group` of the lane's share of each of the unit's `R` rows (its first
+/// row's first load is `first`) into `w[r][g]`, all before any is used.
+///
+/// # Safety
+/// `k + group` must not exceed the lane's loads of a row; `weights` as in [`matvec`].
+#[inline(always)]
+unsafe fn load_group<const R: usize>(
+    w: &mut [[[u32; 4]; LOADS_IN_FLIGHT]; R],
+    weights: *const u16,
+    first: u32,
+    loads_per_row: u32,
+    k: u32,
+    lanes: u32,
+    group: u32,
+) {
+    let rows = weights.cast::<[u32; 4]>();
+    // `group · R` is LOADS_IN_FLIGHT: copies past `group` vanish at compile time.
+    crate::unroll!(8; g => {
+        if (g as u32) < group {
+            let mut r = 0;
+            while r < R {
+                let at = first + r as u32 * loads_per_row + (k + g as u32) * lanes;
+                // SAFETY: `k + g` is below the lane's loads, so the load lies in row `r` of
+                // the unit, inside the matrix; rows are 16-byte aligned.
+                w[r][g] = unsafe { device::load_global_nc_v4(rows.add(at as usize)) };
+                r += 1;
+            }
+        }
+    });
 }
 
 /// `epilogue(unit, [W[unit·R + r] · x for r in 0..R])` for every unit of `R` rows of the
@@ -92,7 +158,7 @@ pub unsafe fn dot8(w: [u32; 4], x: *const f32, mut acc: f32) -> f32 {
 ///
 /// # Safety
 /// `weights` must be 16-byte aligned and hold `units · R · x.len()` BF16 values; `x.len()` a
-/// multiple of [`VALUES_PER_LOAD`]; `lanes_per_row` a power of two up to 32; every lane of
+/// multiple of [`VALUES_PER_LOAD`] and `x` staged by [`staged_index`], 16-byte aligned; `lanes_per_row` a power of two up to 32; every lane of
 /// the warp must call this function (the shuffles need them all).
 #[inline(always)]
 pub unsafe fn matvec<const R: usize>(
@@ -149,11 +215,7 @@ pub unsafe fn matvec_passes<const R: usize>(
     let loads_per_row = cols / VALUES_PER_LOAD;
     let split = RowSplit::here(lanes_per_row);
     // This lane's loads of each row: `sub + k · lanes` for `k < mine`.
-    let mine = if split.sub < loads_per_row {
-        (loads_per_row - split.sub).div_ceil(lanes_per_row)
-    } else {
-        0
-    };
+    let mine = loads_of_lane(split.sub, loads_per_row, lanes_per_row);
     let group = (LOADS_IN_FLIGHT / R) as u32;
     let xs = x.as_ptr();
     let rows = weights.cast::<[u32; 4]>();
@@ -167,26 +229,26 @@ pub unsafe fn matvec_passes<const R: usize>(
             let mut k = 0;
             while k + group <= mine {
                 let mut w = [[[0u32; 4]; LOADS_IN_FLIGHT]; R];
-                // `group · R` is LOADS_IN_FLIGHT: copies past `group` vanish at compile time.
+                // SAFETY: `k + group ≤ mine`.
+                unsafe {
+                    load_group::<R>(
+                        &mut w,
+                        weights,
+                        first,
+                        loads_per_row,
+                        k,
+                        lanes_per_row,
+                        group,
+                    )
+                };
                 crate::unroll!(8; g => {
                     if (g as u32) < group {
+                        let m = split.sub + (k + g as u32) * lanes_per_row;
+                        // SAFETY: `m < loads_per_row = cols / 8`.
+                        let x8 = unsafe { staged_x8(xs, cols, m) };
                         let mut r = 0;
                         while r < R {
-                            let at = first + r as u32 * loads_per_row + (k + g as u32) * lanes_per_row;
-                            // SAFETY: `k + g < mine`, so the load lies in row `r` of the
-                            // unit, inside the matrix; rows are 16-byte aligned.
-                            w[r][g] = unsafe { device::load_global_nc_v4(rows.add(at as usize)) };
-                            r += 1;
-                        }
-                    }
-                });
-                crate::unroll!(8; g => {
-                    if (g as u32) < group {
-                        let col = (split.sub + (k + g as u32) * lanes_per_row) * VALUES_PER_LOAD;
-                        let mut r = 0;
-                        while r < R {
-                            // SAFETY: `col + 8 ≤ cols`.
-                            partial[r] = unsafe { dot8(w[r][g], xs.add(col as usize), partial[r]) };
+                            partial[r] = dot8(w[r][g], x8, partial[r]);
                             r += 1;
                         }
                     }
@@ -194,15 +256,15 @@ pub unsafe fn matvec_passes<const R: usize>(
                 k += group;
             }
             while k < mine {
-                let col = (split.sub + k * lanes_per_row) * VALUES_PER_LOAD;
+                let m = split.sub + k * lanes_per_row;
+                // SAFETY: as above.
+                let x8 = unsafe { staged_x8(xs, cols, m) };
                 let mut r = 0;
                 while r < R {
                     let at = first + r as u32 * loads_per_row + k * lanes_per_row;
                     // SAFETY: as above.
-                    unsafe {
-                        let w = device::load_global_nc_v4(rows.add(at as usize));
-                        partial[r] = dot8(w, xs.add(col as usize), partial[r]);
-                    }
+                    let w = unsafe { device::load_global_nc_v4(rows.add(at as usize)) };
+                    partial[r] = dot8(w, x8, partial[r]);
                     r += 1;
                 }
                 k += 1;

@@ -1,6 +1,7 @@
 //! RMSNorm, as Qwen3 computes it: `x · rsqrt(mean(x²) + eps) · weight`, in f32.
 
 use crate::device;
+use crate::ops::matvec::staged_index;
 
 /// Sum over the whole block; every thread gets the result. The function ends with the block
 /// synchronised.
@@ -27,11 +28,12 @@ pub unsafe fn block_sum(v: f32, scratch: *mut f32) -> f32 {
     total
 }
 
-/// Every block normalises `x` itself into `out` (its shared memory): redundant work that saves
-/// a grid barrier. `x` is f32 or BF16 through `read`.
+/// Every block normalises `x` itself into `out` (its shared memory), laid out for a matvec
+/// ([`staged_index`]): redundant work that saves a grid barrier. `x` is f32 or BF16 through
+/// `read`.
 ///
 /// # Safety
-/// `out` must hold `n` f32s, `weight` `n` BF16 values, `scratch` one f32 per warp; every
+/// `out` must hold `n` f32s (`n` a multiple of 8), `weight` `n` BF16 values, `scratch` one f32 per warp; every
 /// thread of the block must call this function.
 #[inline(always)]
 pub unsafe fn rmsnorm_block(
@@ -54,7 +56,10 @@ pub unsafe fn rmsnorm_block(
     let mut i = device::thread_idx() as usize;
     while i < n {
         // SAFETY: `i < n` for both buffers.
-        unsafe { out.add(i).write(read(i) * scale * bf16(weight, i)) };
+        unsafe {
+            out.add(staged_index(i, n))
+                .write(read(i) * scale * bf16(weight, i))
+        };
         i += device::block_dim() as usize;
     }
     device::sync_threads();

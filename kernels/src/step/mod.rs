@@ -19,7 +19,7 @@ pub mod host;
 pub mod sync;
 
 use crate::device;
-use crate::ops::matvec::{matvec, prefetch};
+use crate::ops::matvec::{matvec, prefetch, staged_index};
 use crate::ops::norm::{bf16, rmsnorm_block};
 use crate::ops::sample::{self, SampleParams, lm_head_sample};
 use attention::{AttentionItem, attend, attention_split, head_blocks, item_rows};
@@ -233,13 +233,14 @@ pub const fn barriers_per_step(layers: u32, splits: u32) -> u32 {
     layers * 5 + 1
 }
 
-/// Copies `n` f32s of global `src` into the block's shared work area and synchronises.
+/// Copies `n` f32s of global `src` into the block's shared work area, laid out for a matvec
+/// ([`staged_index`]), and synchronises.
 #[inline(always)]
 unsafe fn stage_vector(work: *mut f32, src: *const f32, n: usize) {
     let mut i = device::thread_idx() as usize;
     while i < n {
         // SAFETY: the work area holds the largest vector; `src` holds `n` values.
-        unsafe { work.add(i).write(src.add(i).read()) };
+        unsafe { work.add(staged_index(i, n)).write(src.add(i).read()) };
         i += device::block_dim() as usize;
     }
     device::sync_threads();

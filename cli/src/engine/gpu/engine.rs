@@ -32,7 +32,7 @@ pub const SPIN_LIMIT_NS: u64 = 2_000_000_000;
 pub fn launch_shape() -> LaunchShape {
     LaunchShape {
         lanes_per_row: 16,
-        min_chunk: 64,
+        min_chunk: 16,
         max_chunk: 512,
         reserved: 0,
         spin_limit_ns: SPIN_LIMIT_NS,

@@ -303,7 +303,8 @@ unsafe fn candidates_pass(
         // `merge_block`), count the block in, and acquire every other block's list if last.
         device::fence_acq_rel_gpu();
         // SAFETY: a global u32 updated only atomically during the step.
-        let before = unsafe { device::atomic_add_release_gpu(s.blocks_done, 1) };
+        // (Relaxed: the fence above already makes the count a release.)
+        let before = unsafe { device::atomic_add_relaxed_gpu(s.blocks_done, 1) };
         let last = before == grid - 1;
         if last {
             device::fence_acq_rel_gpu();
