@@ -87,8 +87,8 @@ fn synthetic_checkpoints_match_under_every_launch_shape() {
 }
 
 /// A BF16 KV cache: the kernel rounds each key and value as it appends it, the cpu engine
-/// rounds alike, and the tokens stay equal under every launch shape (split-K partials and the
-/// combine included). The run is long enough that BF16 changes the cpu engine's own tokens, so
+/// rounds alike, and the tokens stay equal under launches with many attention chunks (split-K
+/// partials and the combine included). The run is long enough that BF16 changes the cpu engine's own tokens, so
 /// an engine that kept f32 would be caught.
 #[test]
 fn synthetic_checkpoints_match_with_a_bf16_cache() {
@@ -106,7 +106,8 @@ fn synthetic_checkpoints_match_with_a_bf16_cache() {
         want,
         "BF16 must change this run's tokens for the test to tell the caches apart"
     );
-    for s in SHAPES {
+    // The launches that split attention the most (the others run in the fixture test below).
+    for s in [SHAPES[1], SHAPES[2]] {
         let (grid, block, shape) = launch(s);
         let mut emu =
             EmulatorEngine::with_launch(model.clone(), total, grid, block, shape, KvDtype::Bf16)
@@ -130,7 +131,7 @@ struct Case {
     generated_ids: Vec<u32>,
 }
 
-/// The real-vocabulary fixtures with a BF16 cache, kept short (48 positions): GQA 2 on the
+/// The real-vocabulary fixtures with a BF16 cache, kept short (32 generated positions): GQA 2 on the
 /// emulator's launch, GQA 4 on one that splits attention into chunks of 8 to 16 positions.
 #[test]
 fn fixtures_match_with_a_bf16_cache() {
@@ -145,7 +146,7 @@ fn fixtures_match_with_a_bf16_cache() {
         let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
         let reference: Reference = serde_json::from_str(&text).unwrap();
         let case = reference.cases.iter().find(|c| c.mode == mode).unwrap();
-        let total = case.prompt_ids.len() + 48;
+        let total = case.prompt_ids.len() + 32;
         let mut cpu = CpuEngine::new(model.clone(), total)
             .unwrap()
             .with_kv_cache(KvDtype::Bf16);

@@ -14,6 +14,7 @@ use qwenmk::engine::Engine;
 use qwenmk::engine::KvDtype;
 use qwenmk::engine::cpu::CpuEngine;
 use qwenmk::engine::gpu::GpuEngine;
+use qwenmk_weights::synthetic::{SyntheticCheckpoint, tiny_config};
 use qwenmk_weights::{PackedModel, pack_safetensors};
 
 /// `generate --json` of a reference case on `device` with a KV cache of `kv` values; returns
@@ -108,6 +109,53 @@ fn a_bf16_cache_matches_the_cpu_engine_token_for_token() {
     let cpu = generate(&sandbox, checkpoint, case, ("cpu", "bf16"), n, &[]);
     let gpu = generate(&sandbox, checkpoint, case, ("gpu", "bf16"), n, &[]);
     assert_eq!(gpu, cpu, "{checkpoint}/{case}: BF16 cache, gpu vs cpu");
+}
+
+/// The test above cannot tell the caches apart on its own: the fixtures' tokens do not change
+/// with BF16 over that run. On this synthetic checkpoint they do (from the 58th generated
+/// token), so a kernel that kept f32 keys and values, or rounded them another way than the
+/// cpu engine, gives other tokens here.
+#[test]
+fn a_bf16_cache_rounds_as_the_cpu_engine_where_it_changes_the_tokens() {
+    if rerun_on_vgpu(
+        "a_bf16_cache_rounds_as_the_cpu_engine_where_it_changes_the_tokens",
+        &[],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(true);
+    config.num_attention_heads = 4;
+    config.num_key_value_heads = 2;
+    let checkpoint = dir.path().join("checkpoint");
+    SyntheticCheckpoint::random(&config, 7, false)
+        .write(&checkpoint)
+        .unwrap();
+    let path = dir.path().join("model.qwenmk");
+    pack_safetensors(&checkpoint, &path, |_| {}).unwrap();
+    let model = Arc::new(PackedModel::open(&path).unwrap());
+    let (prompt, total) = ([1u32, 17, 42, 99, 250, 3], 70);
+    let run = |engine: &mut dyn Engine| {
+        let mut out = Vec::new();
+        let mut next = engine.prefill(&prompt).unwrap();
+        while engine.position() < total {
+            out.push(next);
+            next = engine.step(next).unwrap();
+        }
+        out
+    };
+    let cpu = |kv| {
+        let mut engine = CpuEngine::new(model.clone(), total)
+            .unwrap()
+            .with_kv_cache(kv);
+        run(&mut engine)
+    };
+    let want = cpu(KvDtype::Bf16);
+    assert_ne!(cpu(KvDtype::F32), want, "BF16 changes these tokens");
+    let mut gpu = GpuEngine::new(model.clone(), Some(total), KvDtype::Bf16, &mut |_| {})
+        .expect("the gpu engine starts");
+    assert_eq!(gpu.kv_cache(), KvDtype::Bf16);
+    assert_eq!(run(&mut gpu), want, "gpu vs cpu, BF16 cache");
 }
 
 #[test]
