@@ -26,9 +26,9 @@ pub fn f32_to_bf16(x: f32) -> u16 {
     }
     let (kept, dropped) = (bits >> 16, bits & 0xffff);
     let up = dropped > 0x8000 || (dropped == 0x8000 && kept & 1 == 1);
-    // `kept + 1` carries into the exponent when the mantissa is all ones: the next binade, or
-    // infinity from the largest finite value. Never past infinity: 0x7f80/0xff80 are not NaN
-    // inputs, and their dropped half is zero.
+    // `kept + 1` carries into the exponent when the kept mantissa is all ones: the next
+    // binade, or infinity from the largest finite values. An infinity's dropped half is zero,
+    // so it stays infinite; only NaNs could carry further, and they left above.
     (kept + up as u32) as u16
 }
 
