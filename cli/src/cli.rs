@@ -98,6 +98,26 @@ impl ValueEnum for Device {
     }
 }
 
+use crate::engine::KvDtype;
+
+/// `--kv-cache` values: the command line's spelling of [`KvDtype`], defined in the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KvCacheArg {
+    /// Keys and values rounded to BF16: half the bytes per position
+    Bf16,
+    /// Keys and values kept in f32, as transformers' float32 reference
+    F32,
+}
+
+impl From<KvCacheArg> for KvDtype {
+    fn from(arg: KvCacheArg) -> KvDtype {
+        match arg {
+            KvCacheArg::Bf16 => KvDtype::Bf16,
+            KvCacheArg::F32 => KvDtype::F32,
+        }
+    }
+}
+
 /// How the next token is chosen; every flag defaults to the model's generation_config.json.
 #[derive(Debug, Args, Clone, Default)]
 pub struct SamplingArgs {
@@ -162,10 +182,14 @@ pub struct GenerateArgs {
     /// generation stops when the cache is full, so at most N - prompt + 1 tokens come out.
     #[arg(long, short = 'c', visible_alias = "ctx-size", value_name = "N")]
     pub max_context: Option<usize>,
+    /// The KV cache's element type [default: bf16 on the gpu engine, as llama.cpp and vLLM;
+    /// f32 on the cpu and emulator engines]. Every engine runs both, token for token alike.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub kv_cache: Option<KvCacheArg>,
     /// Print one JSON document on stdout instead of streaming the text:
     /// {"prompt_tokens": [ids], "tokens": [ids], "text": "...", "stats": {"engine",
-    /// "prompt_tokens", "generated_tokens", "max_context", "prefill_s", "ttft_s", "decode_s",
-    /// "tokens_per_s", "sampling", "stop_reason": "eos" | "length" | "context" |
+    /// "prompt_tokens", "generated_tokens", "max_context", "kv_cache", "prefill_s", "ttft_s",
+    /// "decode_s", "tokens_per_s", "sampling", "stop_reason": "eos" | "length" | "context" |
     /// "interrupted"}}. As in Hugging Face's `generate`, `tokens` ends with the stop token when
     /// one ended generation; `text` leaves it out. ttft_s counts from the start of the command
     /// (loading and packing included); tokens_per_s is the decode rate after the first token
@@ -209,6 +233,10 @@ pub struct ChatArgs {
     /// Positions the KV cache holds for the whole conversation (as for `generate`).
     #[arg(long, short = 'c', visible_alias = "ctx-size", value_name = "N")]
     pub max_context: Option<usize>,
+    /// The KV cache's element type [default: bf16 on the gpu engine, as llama.cpp and vLLM;
+    /// f32 on the cpu and emulator engines]. Every engine runs both, token for token alike.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub kv_cache: Option<KvCacheArg>,
     /// One JSON object per turn on stdout instead of the streamed reply.
     #[arg(long)]
     pub json: bool,
@@ -297,6 +325,10 @@ pub struct BenchArgs {
     /// the kernels, else the CPU (saying why on stderr).
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
+    /// The KV cache's element type [default: bf16 on the gpu engine, as llama.cpp and vLLM;
+    /// f32 on the cpu and emulator engines]. Every engine runs both, token for token alike.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub kv_cache: Option<KvCacheArg>,
     /// KV-cache depths to measure at, comma-separated (llama-bench's -d). Default on the GPU:
     /// 0,128,512,1024,4096,8192,16384,32768; on the cpu: 0,32,128; on the emulator: 0,32.
     /// A depth whose run would not fit in the model's context is skipped with a notice.

@@ -107,6 +107,75 @@ fn cpu_json_has_every_depth_and_sample() {
     }
 }
 
+/// `--kv-cache bf16` on the cpu engine: the report says so, and one position's keys and values,
+/// and so the KV bytes each token reads, are half the f32 figures.
+#[test]
+fn a_bf16_cache_halves_the_kv_bytes_in_the_report() {
+    let sandbox = Sandbox::new();
+    let model = sandbox.copy_fixture("tiny-gqa2");
+    let model = model.to_str().unwrap();
+    let run = |kv: &str| {
+        let (json, err) = bench_json(
+            &sandbox,
+            &[
+                "-m",
+                model,
+                "--device",
+                "cpu",
+                "--kv-cache",
+                kv,
+                "--depth",
+                "0,16",
+                "-n",
+                "2",
+                "-p",
+                "0",
+                "-r",
+                "1",
+                "--warmup",
+                "0",
+            ],
+        );
+        assert!(err.contains(&format!("18 positions in {kv}")), "{err}");
+        assert_eq!(json["model"]["kv_cache_dtype"], kv, "{json}");
+        json
+    };
+    let (bf16, f32) = (run("bf16"), run("f32"));
+    // tiny-gqa2: 2 layers × K and V × 2 KV heads × 32 dims.
+    assert_eq!(f32["model"]["kv_bytes_per_position"], 2 * 2 * 2 * 32 * 4);
+    assert_eq!(bf16["model"]["kv_bytes_per_position"], 2 * 2 * 2 * 32 * 2);
+    for (a, b) in bf16["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(f32["results"].as_array().unwrap())
+    {
+        let kv = |r: &Value| r["kv_bytes_per_token"].as_u64().unwrap();
+        assert_eq!(kv(a) * 2, kv(b), "{a} vs {b}");
+    }
+    let md = sandbox.qwenmk(&[
+        "bench",
+        "-m",
+        model,
+        "--device",
+        "cpu",
+        "--kv-cache",
+        "bf16",
+        "--depth",
+        "0",
+        "-n",
+        "1",
+        "-p",
+        "0",
+        "-r",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    let md = common::stdout(&md);
+    assert!(md.contains("per position (bf16 cache)"), "{md}");
+}
+
 #[test]
 fn prompt_processing_defaults_to_what_fits_and_can_be_skipped() {
     let sandbox = Sandbox::new();

@@ -261,6 +261,24 @@ fn unknown_device() {
     assert_fails(&output, 2, &["invalid value 'tpu'", "--device"]);
 }
 
+/// Only bf16 and f32 caches exist: anything else is clap's usage error on every command that
+/// builds an engine.
+#[test]
+fn unknown_kv_cache_type() {
+    let sandbox = Sandbox::new();
+    let model = fixture("tiny-gqa2");
+    let model = model.to_str().unwrap();
+    for command in [
+        &["generate", "--model", model, "--kv-cache", "f16", "Hello"][..],
+        &["chat", "--model", model, "--kv-cache", "f16"],
+        &["bench", "--model", model, "--kv-cache", "f16"],
+    ] {
+        let output = sandbox.qwenmk(command);
+        let err = assert_fails(&output, 2, &["invalid value 'f16'", "--kv-cache"]);
+        assert!(err.contains("bf16") && err.contains("f32"), "{err}");
+    }
+}
+
 #[test]
 fn garbage_tokenizer() {
     let sandbox = Sandbox::new();

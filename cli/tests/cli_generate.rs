@@ -487,11 +487,14 @@ fn default_context_per_engine() {
     };
     let (stderr, json) = run("emulator");
     assert_eq!(json["stats"]["max_context"], 4096);
+    // Both check the kernel against transformers' float32: an f32 cache by default.
+    assert_eq!(json["stats"]["kv_cache"], "f32");
     assert!(
         stderr.contains("4096") && stderr.contains("--max-context"),
         "the emulator's default is announced: {stderr}"
     );
     let (stderr, json) = run("cpu");
     assert_eq!(json["stats"]["max_context"], 8192);
+    assert_eq!(json["stats"]["kv_cache"], "f32");
     assert!(!stderr.contains("4096"), "{stderr}");
 }

@@ -11,16 +11,19 @@ use std::sync::Arc;
 
 use common::{Sandbox, assert_success, fixture, ids, reference_case, rerun_on_vgpu, split_json};
 use qwenmk::engine::Engine;
+use qwenmk::engine::KvDtype;
 use qwenmk::engine::cpu::CpuEngine;
 use qwenmk::engine::gpu::GpuEngine;
+use qwenmk_weights::synthetic::{SyntheticCheckpoint, tiny_config};
 use qwenmk_weights::{PackedModel, pack_safetensors};
 
-/// `generate --json` of a reference case on `device`; returns the generated ids.
+/// `generate --json` of a reference case on `device` with a KV cache of `kv` values; returns
+/// the generated ids.
 fn generate(
     sandbox: &Sandbox,
     checkpoint: &str,
     case: &str,
-    device: &str,
+    (device, kv): (&str, &str),
     n: usize,
     settings: &[(&str, &str)],
 ) -> Vec<u32> {
@@ -33,6 +36,8 @@ fn generate(
         model.to_str().unwrap(),
         "--device",
         device,
+        "--kv-cache",
+        kv,
         "--json",
         "--ignore-eos",
         "--temp",
@@ -51,16 +56,18 @@ fn generate(
     let (_, json) = split_json(&output);
     assert_eq!(ids(&json["prompt_tokens"]), case.prompt_ids, "{stderr}");
     assert_eq!(json["stats"]["engine"], device);
+    assert_eq!(json["stats"]["kv_cache"], kv);
     ids(&json["tokens"])
 }
 
-/// The gpu engine's tokens equal the cpu engine's and transformers' for one case.
+/// The gpu engine's tokens equal the cpu engine's and transformers' for one case, both with
+/// an f32 KV cache as transformers' float32 reference has.
 fn check(checkpoint: &str, case: &str, n: usize, settings: &[(&str, &str)]) {
     let sandbox = Sandbox::new();
     let want = reference_case(checkpoint, case).generated_ids[..n].to_vec();
-    let cpu = generate(&sandbox, checkpoint, case, "cpu", n, &[]);
+    let cpu = generate(&sandbox, checkpoint, case, ("cpu", "f32"), n, &[]);
     assert_eq!(cpu, want, "{checkpoint}/{case}: cpu against transformers");
-    let gpu = generate(&sandbox, checkpoint, case, "gpu", n, settings);
+    let gpu = generate(&sandbox, checkpoint, case, ("gpu", "f32"), n, settings);
     assert_eq!(
         gpu, want,
         "{checkpoint}/{case} on the virtual GPU {settings:?}"
@@ -93,6 +100,64 @@ fn a_chat_prompt_on_gqa4_matches_transformers() {
     check("tiny-gqa4", "chat-haiku", 12, &[]);
 }
 
+/// With a BF16 KV cache (the gpu engine's default) the embedded PTX rounds keys and values
+/// with `cvt.rn.bf16.f32` exactly as the cpu engine rounds them on the host: the same tokens.
+#[test]
+fn a_bf16_cache_matches_the_cpu_engine_token_for_token() {
+    let sandbox = Sandbox::new();
+    let (checkpoint, case, n) = ("tiny-gqa2", "raw-france", 12);
+    let cpu = generate(&sandbox, checkpoint, case, ("cpu", "bf16"), n, &[]);
+    let gpu = generate(&sandbox, checkpoint, case, ("gpu", "bf16"), n, &[]);
+    assert_eq!(gpu, cpu, "{checkpoint}/{case}: BF16 cache, gpu vs cpu");
+}
+
+/// The test above cannot tell the caches apart on its own: the fixtures' tokens do not change
+/// with BF16 over that run. On this synthetic checkpoint they do (from the 58th generated
+/// token), so a kernel that kept f32 keys and values, or rounded them another way than the
+/// cpu engine, gives other tokens here.
+#[test]
+fn a_bf16_cache_rounds_as_the_cpu_engine_where_it_changes_the_tokens() {
+    if rerun_on_vgpu(
+        "a_bf16_cache_rounds_as_the_cpu_engine_where_it_changes_the_tokens",
+        &[],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(true);
+    config.num_attention_heads = 4;
+    config.num_key_value_heads = 2;
+    let checkpoint = dir.path().join("checkpoint");
+    SyntheticCheckpoint::random(&config, 7, false)
+        .write(&checkpoint)
+        .unwrap();
+    let path = dir.path().join("model.qwenmk");
+    pack_safetensors(&checkpoint, &path, |_| {}).unwrap();
+    let model = Arc::new(PackedModel::open(&path).unwrap());
+    let (prompt, total) = ([1u32, 17, 42, 99, 250, 3], 70);
+    let run = |engine: &mut dyn Engine| {
+        let mut out = Vec::new();
+        let mut next = engine.prefill(&prompt).unwrap();
+        while engine.position() < total {
+            out.push(next);
+            next = engine.step(next).unwrap();
+        }
+        out
+    };
+    let cpu = |kv| {
+        let mut engine = CpuEngine::new(model.clone(), total)
+            .unwrap()
+            .with_kv_cache(kv);
+        run(&mut engine)
+    };
+    let want = cpu(KvDtype::Bf16);
+    assert_ne!(cpu(KvDtype::F32), want, "BF16 changes these tokens");
+    let mut gpu = GpuEngine::new(model.clone(), Some(total), KvDtype::Bf16, &mut |_| {})
+        .expect("the gpu engine starts");
+    assert_eq!(gpu.kv_cache(), KvDtype::Bf16);
+    assert_eq!(run(&mut gpu), want, "gpu vs cpu, BF16 cache");
+}
+
 #[test]
 fn an_h100_shaped_grid_of_132_sms_matches_transformers() {
     check("tiny-gqa4", "raw-france", 6, &[("QWENMK_VGPU_SMS", "132")]);
@@ -111,6 +176,14 @@ fn weak_memory_visibility_changes_nothing() {
     );
 }
 
+/// Keys and values one position of `checkpoint`'s cache holds over all layers.
+fn reference_config_kv_values(checkpoint: &str) -> u64 {
+    let text = std::fs::read_to_string(fixture(checkpoint).join("config.json")).unwrap();
+    let c: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let n = |k: &str| c[k].as_u64().unwrap();
+    n("num_hidden_layers") * 2 * n("num_key_value_heads") * n("head_dim")
+}
+
 fn packed(checkpoint: &str) -> (tempfile::TempDir, Arc<PackedModel>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.qwenmk");
@@ -119,8 +192,9 @@ fn packed(checkpoint: &str) -> (tempfile::TempDir, Arc<PackedModel>) {
     (dir, model)
 }
 
+/// A gpu engine with an f32 KV cache (the tests compare it with transformers' float32).
 fn gpu_engine(model: Arc<PackedModel>, context: usize) -> GpuEngine {
-    GpuEngine::new(model, Some(context), &mut |_| {}).expect("the gpu engine starts")
+    GpuEngine::new(model, Some(context), KvDtype::F32, &mut |_| {}).expect("the gpu engine starts")
 }
 
 /// Teacher forcing: transformers' own tokens as a 105-token prompt, then 40 more, compared with
@@ -299,6 +373,10 @@ fn bench_runs_and_labels_its_times_virtual() {
     };
     let json: serde_json::Value = serde_json::from_str(&run("json")).expect("bench JSON");
     assert_eq!(json["time"], "virtual", "{json}");
+    // The gpu engine's default cache: BF16, two bytes per value of each layer's K and V.
+    assert_eq!(json["model"]["kv_cache_dtype"], "bf16", "{json}");
+    let tiny = reference_config_kv_values("tiny-gqa2");
+    assert_eq!(json["model"]["kv_bytes_per_position"], tiny * 2, "{json}");
     assert_eq!(json["simulated"], false, "{json}");
     assert_eq!(json["settings"]["fill"], "steps", "{json}");
     assert!(json["results"][0]["simulated"].is_null(), "{json}");

@@ -23,6 +23,8 @@ fn draws(
         device,
         "-c",
         "64",
+        "--kv-cache",
+        "f32",
         "--json",
         "--ignore-eos",
         "-n",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use qwenmk::engine::Engine;
 use qwenmk::engine::cpu::CpuEngine;
 use qwenmk::engine::emulator::EmulatorEngine;
-use qwenmk_kernels::step::LaunchShape;
+use qwenmk_kernels::step::{KvDtype, LaunchShape};
 use qwenmk_weights::synthetic::{SyntheticCheckpoint, tiny_config};
 use qwenmk_weights::{PackedModel, pack_safetensors};
 
@@ -36,7 +36,7 @@ fn a_grid_larger_than_what_is_resident_times_out_with_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
     // Three blocks, room for two: the first barrier can never fill.
-    let mut engine = EmulatorEngine::with_launch(model, 16, 3, 64, shape(200))
+    let mut engine = EmulatorEngine::with_launch(model, 16, 3, 64, shape(200), KvDtype::F32)
         .unwrap()
         .with_resident_blocks(2);
     let started = std::time::Instant::now();
@@ -55,14 +55,18 @@ fn a_grid_larger_than_what_is_resident_times_out_with_a_clear_error() {
 fn a_token_outside_the_vocabulary_is_reported_by_the_kernel_and_the_engine_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
-    let mut engine = EmulatorEngine::with_launch(model.clone(), 16, 2, 64, shape(60_000)).unwrap();
+    let mut engine =
+        EmulatorEngine::with_launch(model.clone(), 16, 2, 64, shape(60_000), KvDtype::Bf16)
+            .unwrap();
     let error = engine.step(300).unwrap_err().to_string();
     assert!(
         error.contains("outside the model's vocabulary of 300"),
         "{error}"
     );
     // The control block was reset: decoding goes on and still equals the cpu engine.
-    let mut cpu = CpuEngine::new(model, 16).unwrap();
+    let mut cpu = CpuEngine::new(model, 16)
+        .unwrap()
+        .with_kv_cache(KvDtype::Bf16);
     for token in [4u32, 9, 250] {
         assert_eq!(engine.step(token).unwrap(), cpu.step(token).unwrap());
     }
@@ -72,7 +76,8 @@ fn a_token_outside_the_vocabulary_is_reported_by_the_kernel_and_the_engine_recov
 fn a_full_context_is_an_error_not_a_wraparound() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
-    let mut engine = EmulatorEngine::with_launch(model, 3, 2, 64, shape(60_000)).unwrap();
+    let mut engine =
+        EmulatorEngine::with_launch(model, 3, 2, 64, shape(60_000), KvDtype::F32).unwrap();
     for token in [1u32, 2, 3] {
         engine.step(token).unwrap();
     }

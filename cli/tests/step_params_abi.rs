@@ -52,6 +52,8 @@ fn fields() -> Vec<(usize, usize, &'static str)> {
         ),
         (offset_of!(StepParams, max_splits), 4, "max_splits"),
         (offset_of!(StepParams, abi_bytes), 4, "abi_bytes"),
+        (offset_of!(StepParams, kv_dtype), 4, "kv_dtype"),
+        (offset_of!(StepParams, reserved), 4, "reserved"),
     ];
     let sample = offset_of!(StepParams, sample);
     v.extend([

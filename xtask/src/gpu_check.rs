@@ -4,7 +4,7 @@
 //! weights (a safetensors checkpoint with the real tokenizer, which transformers can load too),
 //! then writes one results file, `DIR/gpu-check.json`, with:
 //! * `--device gpu` against `--device cpu` — and against Hugging Face transformers where torch
-//!   is installed — on several prompts: the first divergence of each, and the reference's
+//!   is installed — on several prompts, with an f32 KV cache as the references have: the first divergence of each, and the reference's
 //!   logit gap between its token and the GPU's there (a gap near zero is a float near-tie, a
 //!   large one a bug);
 //! * compute-sanitizer's memcheck, racecheck and synccheck on a few decode steps;
@@ -277,6 +277,10 @@ pub fn check(o: &Options) -> Result<Value> {
                 &model,
                 "--device",
                 device,
+                // transformers' reference and the cpu replay engine run in float32: so does
+                // this cache (the gpu engine's default is BF16; the bench below uses it).
+                "--kv-cache",
+                "f32",
                 "--json",
                 "--ignore-eos",
                 "--temp",

@@ -350,10 +350,11 @@ impl Report {
         let _ = writeln!(out, "Peak bandwidth: {peak}  ");
         let _ = writeln!(
             out,
-            "Bytes per token: {} of weights + the KV cache read, {} per position (f32 cache) \
+            "Bytes per token: {} of weights + the KV cache read, {} per position ({} cache) \
              × (depth + (n + 1) / 2) positions on average; roofline = peak ÷ bytes per token  ",
             human_bytes(self.model.weight_bytes_per_token),
-            human_bytes(self.model.kv_bytes_per_position)
+            human_bytes(self.model.kv_bytes_per_position),
+            self.model.kv_cache_dtype
         );
         let _ = writeln!(
             out,

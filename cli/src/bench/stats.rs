@@ -3,8 +3,7 @@
 
 use qwenmk_weights::ModelConfig;
 
-/// Bytes per KV-cache value in the kernel's cache: f32 (see docs/KERNEL.md, "Numerics").
-pub const KV_BYTES_PER_VALUE: u64 = 4;
+use crate::engine::KvDtype;
 
 /// Mean and sample standard deviation (n − 1); the deviation is `None` for fewer than two
 /// samples, and both are `None` for none.
@@ -26,18 +25,18 @@ pub fn mean_sd(samples: &[f64]) -> (Option<f64>, Option<f64>) {
 pub struct BytesPerToken {
     /// Every layer, the final norm, the (tied) LM head once and one embedding row.
     pub weights: u64,
-    /// Keys and values of every position attended, over all layers, in f32.
+    /// Keys and values of every position attended, over all layers, in the cache's type.
     pub kv: u64,
 }
 
 impl BytesPerToken {
     /// The step at position `p` attends over `p + 1` positions (its own included), so `n`
     /// steps from depth `d` read on average `d + (n + 1) / 2` positions of the cache.
-    pub fn at(config: &ModelConfig, depth: usize, tokens: usize) -> Self {
+    pub fn at(config: &ModelConfig, kv: KvDtype, depth: usize, tokens: usize) -> Self {
         let positions_read = depth as f64 + (tokens as f64 + 1.0) / 2.0;
         BytesPerToken {
             weights: config.weight_bytes_per_token(),
-            kv: (positions_read * kv_bytes_per_position(config) as f64).round() as u64,
+            kv: (positions_read * kv_bytes_per_position(config, kv) as f64).round() as u64,
         }
     }
 
@@ -46,10 +45,10 @@ impl BytesPerToken {
     }
 }
 
-/// Bytes one position of the kernel's f32 KV cache holds over all layers (224 KiB for
-/// Qwen3-0.6B; twice the BF16 figure in `ModelConfig::kv_bytes_per_position`).
-pub fn kv_bytes_per_position(config: &ModelConfig) -> u64 {
-    config.kv_values_per_position() * KV_BYTES_PER_VALUE
+/// Bytes one position of a KV cache of `kv` values holds over all layers (for Qwen3-0.6B
+/// 112 KiB in BF16, `ModelConfig::kv_bytes_per_position`, and 224 KiB in f32).
+pub fn kv_bytes_per_position(config: &ModelConfig, kv: KvDtype) -> u64 {
+    config.kv_values_per_position() * kv.bytes() as u64
 }
 
 /// The summary of one depth's repetitions.
@@ -116,19 +115,29 @@ mod tests {
     #[test]
     fn qwen3_bytes_per_token_match_the_anchors() {
         let c = qwen3_0_6b();
-        // 1.192 GB of weights; 28 × 8 × 128 × 2 × 4 B = 224 KiB of f32 KV per position.
+        // 1.192 GB of weights; 28 × 8 × 128 × 2 × 4 B = 224 KiB of f32 KV per position, half
+        // that in BF16.
         assert_eq!(c.weight_bytes_per_token() / 1_000_000, 1_192);
-        assert_eq!(kv_bytes_per_position(&c), 224 * 1024);
+        assert_eq!(kv_bytes_per_position(&c, KvDtype::F32), 224 * 1024);
+        assert_eq!(kv_bytes_per_position(&c, KvDtype::Bf16), 112 * 1024);
+        assert_eq!(
+            kv_bytes_per_position(&c, KvDtype::Bf16),
+            c.kv_bytes_per_position()
+        );
         // One step at depth 0 reads one position; n steps from d read d + (n + 1) / 2.
-        assert_eq!(BytesPerToken::at(&c, 0, 1).kv, 224 * 1024);
-        assert_eq!(BytesPerToken::at(&c, 1000, 1).kv, 1001 * 224 * 1024);
-        assert_eq!(BytesPerToken::at(&c, 100, 3).kv, 102 * 224 * 1024);
+        let f32_at = |d, n| BytesPerToken::at(&c, KvDtype::F32, d, n).kv;
+        assert_eq!(f32_at(0, 1), 224 * 1024);
+        assert_eq!(f32_at(1000, 1), 1001 * 224 * 1024);
+        assert_eq!(f32_at(100, 3), 102 * 224 * 1024);
+        let bf16 = BytesPerToken::at(&c, KvDtype::Bf16, 1000, 1);
+        assert_eq!(bf16.kv, 1001 * 112 * 1024);
+        assert_eq!(bf16.weights, c.weight_bytes_per_token());
     }
 
     #[test]
     fn h100_roofline_at_depth_zero_is_about_2800_tok_s() {
         let c = qwen3_0_6b();
-        let bytes = BytesPerToken::at(&c, 0, 1);
+        let bytes = BytesPerToken::at(&c, KvDtype::Bf16, 0, 1);
         // 3.352 TB/s (2 × 2619 MHz × 5120-bit) over 1.192 GB.
         let peak = 2.0 * 2_619e6 * 640.0;
         let stats = DepthStats::new(&[0.5, 0.5], 1000, bytes, Some(peak));
@@ -146,7 +155,12 @@ mod tests {
     #[test]
     fn no_peak_no_percentage_nor_roofline() {
         let c = qwen3_0_6b();
-        let stats = DepthStats::new(&[1.0, 2.0], 10, BytesPerToken::at(&c, 5, 10), None);
+        let stats = DepthStats::new(
+            &[1.0, 2.0],
+            10,
+            BytesPerToken::at(&c, KvDtype::F32, 5, 10),
+            None,
+        );
         assert_eq!(stats.percent_of_peak, None);
         assert_eq!(stats.roofline_tok_s, None);
         assert_eq!(stats.tok_s_mean, 7.5);

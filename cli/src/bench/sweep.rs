@@ -340,6 +340,9 @@ mod tests {
         fn position(&self) -> usize {
             self.position
         }
+        fn kv_cache(&self) -> crate::engine::KvDtype {
+            crate::engine::KvDtype::F32
+        }
         fn set_sampling(&mut self, _sampling: &crate::engine::Sampling) -> Result<()> {
             Ok(())
         }

@@ -32,6 +32,7 @@ use crate::engine::check_device;
 use crate::engine::cpu::CpuEngine;
 use crate::engine::emulator::EmulatorEngine;
 use crate::engine::gpu::{self, GpuEngine, GpuInfo, GpuUnavailable};
+use crate::engine::kv::{self, KvDtype};
 use crate::hub::{HubSettings, PackedSource};
 
 /// Qwen3-0.6B's published config.json: the shapes `--synthetic` uses by default.
@@ -134,13 +135,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     // 4. Weights and engine.
     let model = source.open(args.seed, &mut notice)?;
-    let mut engine = match open_engine(&kind, model.clone(), plan.0.context_needed(), &mut notice) {
+    let context = plan.0.context_needed();
+    let mut engine = match open_engine(
+        &kind,
+        model.clone(),
+        context,
+        args.kv_cache.map(Into::into),
+        &mut notice,
+    ) {
         Ok(engine) => engine,
         Err(error) if args.device == Device::Auto && kind == Kind::Gpu => {
             notice(&format!("{error:#}; running on the CPU"));
             kind = Kind::Cpu;
             plan = sweep_plan(args, &kind, &config, &mut notice)?;
-            open_engine(&kind, model.clone(), plan.0.context_needed(), &mut notice)?
+            let context = plan.0.context_needed();
+            open_engine(
+                &kind,
+                model.clone(),
+                context,
+                args.kv_cache.map(Into::into),
+                &mut notice,
+            )?
         }
         Err(error) => return Err(error),
     };
@@ -151,10 +166,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         format!(" and of a {}-token prompt", plan.prompt)
     };
     notice(&format!(
-        "{}: KV cache of {} positions (depth {} + {} steps), {} run{} of {} tokens{prompts} at \
-         depth{} {}",
+        "{}: KV cache of {} positions in {} (depth {} + {} steps), {} run{} of {} \
+         tokens{prompts} at depth{} {}",
         engine.name(),
         plan.context_needed(),
+        engine.kv_cache().name(),
         plan.depths.last().copied().unwrap_or(0),
         plan.span(),
         plan.repetitions,
@@ -231,11 +247,12 @@ fn build_report(
     peers: Option<&(PathBuf, PeersFile)>,
 ) -> Report {
     let gpu = engine.gpu();
+    let kv = engine.kv_cache();
     let peak = gpu.map(peak_bandwidth);
     let results = samples
         .iter()
         .map(|s| {
-            let bytes = BytesPerToken::at(config, s.depth, plan.tokens);
+            let bytes = BytesPerToken::at(config, kv, s.depth, plan.tokens);
             let stats = DepthStats::new(
                 &s.samples_s,
                 plan.tokens,
@@ -259,8 +276,8 @@ fn build_report(
             hidden_size: config.hidden_size,
             vocab_size: config.vocab_size,
             weight_bytes_per_token: config.weight_bytes_per_token(),
-            kv_bytes_per_position: kv_bytes_per_position(config),
-            kv_cache_dtype: "f32",
+            kv_bytes_per_position: kv_bytes_per_position(config, kv),
+            kv_cache_dtype: kv.name(),
         },
         engine: engine.name().to_owned(),
         timer: engine.timer().to_owned(),
@@ -416,18 +433,26 @@ fn default_prompt(preferred: usize, depths: &[usize], decode_span: usize, limit:
         .map_or(preferred, |&deepest| preferred.min(limit - deepest))
 }
 
-/// The engine with a KV cache of exactly `context` positions.
+/// The engine with a KV cache of exactly `context` positions of `kv` values (by default the
+/// engine's own: [`kv::default_for`]).
 fn open_engine(
     kind: &Kind,
     model: Arc<PackedModel>,
     context: usize,
+    kv: Option<KvDtype>,
     notice: &mut dyn FnMut(&str),
 ) -> Result<Box<dyn BenchEngine>> {
+    let device = match kind {
+        Kind::Cpu => Device::Cpu,
+        Kind::Emulator => Device::Emulator,
+        Kind::Gpu | Kind::VirtualGpu => Device::Gpu,
+    };
+    let kv = kv.unwrap_or(kv::default_for(device));
     Ok(match kind {
-        Kind::Cpu => Box::new(CpuEngine::new(model, context)?),
-        Kind::Emulator => Box::new(EmulatorEngine::new(model, context)?),
+        Kind::Cpu => Box::new(CpuEngine::new(model, context)?.with_kv_cache(kv)),
+        Kind::Emulator => Box::new(EmulatorEngine::with_kv_cache(model, context, kv)?),
         Kind::Gpu | Kind::VirtualGpu => Box::new(
-            GpuEngine::new(model, Some(context), notice).with_context(|| {
+            GpuEngine::new(model, Some(context), kv, notice).with_context(|| {
                 format!(
                     "opening the gpu engine with a KV cache of {context} positions (the deepest \
                      --depth plus -n)"

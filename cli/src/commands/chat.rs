@@ -50,12 +50,19 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         positions: max_context,
         explicit: args.max_context.is_some(),
     };
-    let mut engine = open_engine(args.device, model, context, &mut notice)?;
+    let mut engine = open_engine(
+        args.device,
+        model,
+        context,
+        args.kv_cache.map(Into::into),
+        &mut notice,
+    )?;
     engine.set_sampling(&sampling)?;
     notice(&format!(
-        "chat on {} ({} positions; {}). {HELP}",
+        "chat on {} ({} positions, {} KV cache; {}). {HELP}",
         engine.name(),
         engine.max_context(),
+        engine.kv_cache().name(),
         sampling.describe()
     ));
 
@@ -261,7 +268,12 @@ impl Conversation<'_> {
                 "reply": outcome.text,
                 "tokens": outcome.tokens,
                 "position": self.engine.position(),
-                "stats": outcome.stats_json(self.engine.name(), self.engine.max_context(), &self.sampling),
+                "stats": outcome.stats_json(
+                    self.engine.name(),
+                    self.engine.max_context(),
+                    self.engine.kv_cache(),
+                    &self.sampling
+                ),
             });
             writeln!(out, "{report}").context("cannot write to stdout")?;
         } else {

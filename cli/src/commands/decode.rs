@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::interrupt;
-use crate::engine::{Engine, Sampling};
+use crate::engine::{Engine, KvDtype, Sampling};
 use crate::prompt::{PromptTokenizer, StopTokens};
 
 /// Why generation ended.
@@ -81,6 +81,7 @@ impl Outcome {
         &self,
         engine: &str,
         max_context: usize,
+        kv_cache: KvDtype,
         sampling: &Sampling,
     ) -> serde_json::Value {
         json!({
@@ -88,6 +89,7 @@ impl Outcome {
             "prompt_tokens": self.prompt_tokens,
             "generated_tokens": self.tokens.len(),
             "max_context": max_context,
+            "kv_cache": kv_cache.name(),
             "prefill_s": self.prefill.as_secs_f64(),
             "prefill_tokens_per_s": self.prefill_rate(),
             "ttft_s": self.ttft.map(|t| t.as_secs_f64()),

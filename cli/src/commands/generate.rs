@@ -99,7 +99,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         positions: max_context,
         explicit: args.max_context.is_some(),
     };
-    let mut engine = open_engine(args.device, model, context, &mut notice)?;
+    let mut engine = open_engine(
+        args.device,
+        model,
+        context,
+        args.kv_cache.map(Into::into),
+        &mut notice,
+    )?;
     // The gpu engine may hold fewer positions than asked for when memory is short.
     let max_context = engine.max_context();
     if prompt.ids.len() > max_context {
@@ -136,7 +142,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             "prompt_tokens": prompt.ids,
             "tokens": outcome.tokens,
             "text": outcome.text,
-            "stats": outcome.stats_json(engine.name(), max_context, &sampling),
+            "stats": outcome.stats_json(engine.name(), max_context, engine.kv_cache(), &sampling),
         });
         writeln!(out, "{report}").context("cannot write to stdout")?;
     } else if !outcome.text.is_empty() && !outcome.text.ends_with('\n') {

@@ -73,6 +73,7 @@ fn kernel_facts(gpu: Option<&GpuInfo>) -> KernelFacts {
                 sms,
                 block,
                 gpu::engine::launch_shape(),
+                crate::engine::kv::default_for(crate::engine::Device::Gpu),
             )
             .ok()
         })

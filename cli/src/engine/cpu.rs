@@ -17,14 +17,34 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use qwenmk_weights::{LayerWeights, ModelConfig, PackedModel};
 
+use super::kv::{self, KvDtype};
 use super::sampling::choose_token;
 use super::{Engine, Next, Sampling};
 
-/// One layer's cache: `position × kv_dim` keys and values, appended one position per step.
-#[derive(Default)]
+/// One layer's cache: `position × kv_dim` keys and values, appended one position per step,
+/// each rounded as a cache of `dtype` values holds it (kept in f32: BF16 widens exactly).
 struct LayerCache {
     keys: Vec<f32>,
     values: Vec<f32>,
+    dtype: KvDtype,
+}
+
+impl LayerCache {
+    fn new(dtype: KvDtype) -> Self {
+        LayerCache {
+            keys: Vec::new(),
+            values: Vec::new(),
+            dtype,
+        }
+    }
+
+    /// Appends keys and values (whole positions), rounded to the cache's type.
+    fn append(&mut self, keys: &[f32], values: &[f32]) {
+        let dtype = self.dtype;
+        self.keys.extend(keys.iter().map(|&k| kv::round(k, dtype)));
+        self.values
+            .extend(values.iter().map(|&v| kv::round(v, dtype)));
+    }
 }
 
 /// Per-step work buffers, allocated once.
@@ -59,6 +79,8 @@ pub struct CpuEngine {
     position: usize,
     inv_freq: Vec<f32>,
     cache: Vec<LayerCache>,
+    /// The type every layer's cache rounds to.
+    kv: KvDtype,
     scratch: Scratch,
     logits: Vec<f32>,
     /// The token fed at each position so far (the sampler's penalty window reads them).
@@ -93,8 +115,9 @@ impl CpuEngine {
         Ok(CpuEngine {
             inv_freq: ops::rope_inv_freq(c.rope_theta, c.head_dim),
             cache: (0..c.num_hidden_layers)
-                .map(|_| LayerCache::default())
+                .map(|_| LayerCache::new(KvDtype::F32))
                 .collect(),
+            kv: KvDtype::F32,
             logits: vec![0.0; c.vocab_size],
             tokens: Vec::new(),
             sampling: Sampling::greedy(),
@@ -104,6 +127,18 @@ impl CpuEngine {
             position: 0,
             model,
         })
+    }
+
+    /// The same engine with a KV cache of `dtype` values (f32 by default): keys and values
+    /// are rounded as the kernel rounds them when it appends them, so that the engines agree
+    /// bit for bit on the cache. Forgets the sequence.
+    pub fn with_kv_cache(mut self, dtype: KvDtype) -> Self {
+        self.cache = (0..self.cache.len())
+            .map(|_| LayerCache::new(dtype))
+            .collect();
+        self.kv = dtype;
+        self.reset();
+        self
     }
 
     /// The same engine feeding prompts `tokens` at a time (at least 1) in its batched passes.
@@ -156,12 +191,10 @@ impl CpuEngine {
         let n = (depth - have) * kv_dim;
         for (layer, cache) in self.cache.iter_mut().enumerate() {
             let base = seed ^ (layer as u64).wrapping_mul(0x9E37_79B9);
-            cache
-                .keys
-                .extend(qwenmk_weights::synthetic::random_values(base, n));
-            cache
-                .values
-                .extend(qwenmk_weights::synthetic::random_values(!base, n));
+            cache.append(
+                &qwenmk_weights::synthetic::random_values(base, n),
+                &qwenmk_weights::synthetic::random_values(!base, n),
+            );
         }
         let tokens = qwenmk_weights::synthetic::random_values(seed, depth - have);
         self.tokens.extend(
@@ -322,9 +355,8 @@ fn attention_block(
     // 5. RoPE on queries and keys.
     ops::rope(q, inv_freq, position);
     ops::rope(k, inv_freq, position);
-    // 6. Append to the cache.
-    cache.keys.extend_from_slice(k);
-    cache.values.extend_from_slice(v);
+    // 6. Append to the cache (rounded to its type; attention reads what it holds).
+    cache.append(k, v);
 
     // 7. Grouped-query attention over positions 0..=position: query head h reads key/value
     //    head h / group. Heads are independent, so they run in parallel.
@@ -390,6 +422,10 @@ impl Engine for CpuEngine {
 
     fn position(&self) -> usize {
         self.position
+    }
+
+    fn kv_cache(&self) -> KvDtype {
+        self.kv
     }
 
     fn set_sampling(&mut self, sampling: &Sampling) -> Result<()> {

@@ -9,9 +9,10 @@ use anyhow::{Context, Result, bail};
 use qwenmk_kernels::device::emu;
 use qwenmk_kernels::ops::sample::{SampleParams, list_words, mask_words};
 use qwenmk_kernels::step::host::rope_table;
-use qwenmk_kernels::step::{LaunchShape, StepControl, StepParams, decode_step};
+use qwenmk_kernels::step::{KvDtype, LaunchShape, StepControl, StepParams, decode_step};
 use qwenmk_weights::packed::PackedModel;
 
+use super::kv;
 use super::plan::{StepPlan, WeightPointers, describe_step_error};
 use super::{Engine, Next, Sampling, ensure_room};
 
@@ -36,11 +37,37 @@ pub fn launch_shape() -> LaunchShape {
     }
 }
 
+/// 16 bytes, 16-byte aligned: the unit a KV cache is allocated in, so that every lane's
+/// 16-byte loads and stores are aligned whatever the element type.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Default)]
+struct Aligned16([u8; 16]);
+
+/// A KV cache: raw bytes of the plan's element type.
+struct KvBytes(Vec<Aligned16>);
+
+impl KvBytes {
+    fn zeroed(bytes: usize) -> Self {
+        KvBytes(vec![Aligned16::default(); bytes.div_ceil(16)])
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `Aligned16` is 16 plain bytes without padding.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), self.0.len() * 16)
+        }
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.0.as_mut_ptr().cast()
+    }
+}
+
 /// Host buffers the kernel works in, sized by the plan.
 struct Buffers {
     rope: Vec<f32>,
-    k_cache: Vec<f32>,
-    v_cache: Vec<f32>,
+    k_cache: KvBytes,
+    v_cache: KvBytes,
     x: Vec<f32>,
     qkv: Vec<f32>,
     attn_partial: Vec<f32>,
@@ -77,27 +104,33 @@ pub struct EmulatorEngine {
 unsafe impl Send for EmulatorEngine {}
 
 impl EmulatorEngine {
-    /// An engine for `model` with a KV cache of `max_context` positions.
+    /// An engine for `model` with an f32 KV cache of `max_context` positions.
     pub fn new(model: Arc<PackedModel>, max_context: usize) -> Result<Self> {
-        Self::with_launch(model, max_context, GRID, BLOCK, launch_shape())
+        Self::with_kv_cache(model, max_context, KvDtype::F32)
     }
 
-    /// As [`EmulatorEngine::new`] with another launch (tests vary it to exercise other
-    /// splits of the work).
+    /// An engine for `model` with a KV cache of `max_context` positions of `kv` values.
+    pub fn with_kv_cache(model: Arc<PackedModel>, max_context: usize, kv: KvDtype) -> Result<Self> {
+        Self::with_launch(model, max_context, GRID, BLOCK, launch_shape(), kv)
+    }
+
+    /// As [`EmulatorEngine::with_kv_cache`] with another launch (tests vary it to exercise
+    /// other splits of the work).
     pub fn with_launch(
         model: Arc<PackedModel>,
         max_context: usize,
         grid: u32,
         block: u32,
         shape: LaunchShape,
+        kv: KvDtype,
     ) -> Result<Self> {
         let config = model.config();
-        let plan = StepPlan::new(config, max_context, grid, block, shape)?;
+        let plan = StepPlan::new(config, max_context, grid, block, shape, kv)?;
         let lens = plan.buffers();
         let buffers = Buffers {
             rope: rope_table(config.rope_theta, plan.dims.head_dim, plan.dims.max_context),
-            k_cache: vec![0.0; lens.kv_cache],
-            v_cache: vec![0.0; lens.kv_cache],
+            k_cache: KvBytes::zeroed(lens.kv_cache_bytes()),
+            v_cache: KvBytes::zeroed(lens.kv_cache_bytes()),
             x: vec![0.0; lens.x],
             qkv: vec![0.0; lens.qkv],
             attn_partial: vec![0.0; lens.attn_partial],
@@ -143,14 +176,21 @@ impl EmulatorEngine {
             );
         }
         let (rows, hd) = (d.max_context as usize, d.head_dim as usize);
+        let kv = self.plan.kv;
         let b = &mut self.buffers;
         for i in 0..(d.layers * d.kv_heads) as usize {
-            let at = i * rows * hd;
+            let at = i * rows * hd * kv.bytes();
             let base = seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
-            let keys = qwenmk_weights::synthetic::random_values(base, depth * hd);
-            let values = qwenmk_weights::synthetic::random_values(!base, depth * hd);
-            b.k_cache[at..at + depth * hd].copy_from_slice(&keys);
-            b.v_cache[at..at + depth * hd].copy_from_slice(&values);
+            let keys = kv::encode(
+                &qwenmk_weights::synthetic::random_values(base, depth * hd),
+                kv,
+            );
+            let values = kv::encode(
+                &qwenmk_weights::synthetic::random_values(!base, depth * hd),
+                kv,
+            );
+            b.k_cache.bytes_mut()[at..at + keys.len()].copy_from_slice(&keys);
+            b.v_cache.bytes_mut()[at..at + values.len()].copy_from_slice(&values);
         }
         self.position = depth;
         Ok(())
@@ -183,6 +223,8 @@ impl EmulatorEngine {
             shape: self.plan.shape,
             max_splits: self.plan.max_splits,
             abi_bytes: std::mem::size_of::<StepParams>() as u32,
+            kv_dtype: self.plan.kv.code(),
+            reserved: 0,
             embedding: self.weights.embedding,
             lm_head: self.weights.lm_head,
             final_norm: self.weights.final_norm,
@@ -213,6 +255,10 @@ impl Engine for EmulatorEngine {
 
     fn position(&self) -> usize {
         self.position
+    }
+
+    fn kv_cache(&self) -> KvDtype {
+        self.plan.kv
     }
 
     fn set_sampling(&mut self, sampling: &Sampling) -> Result<()> {

@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod emulator;
 pub mod gpu;
+pub mod kv;
 pub mod plan;
 pub mod sampling;
 
@@ -13,6 +14,7 @@ use anyhow::{Result, anyhow, bail};
 use qwenmk_weights::PackedModel;
 
 use gpu::{GpuInfo, GpuUnavailable};
+pub use kv::KvDtype;
 pub use sampling::Sampling;
 
 /// Which engine runs the model.
@@ -50,6 +52,8 @@ pub trait Engine {
     fn max_context(&self) -> usize;
     /// How many tokens are already in the KV cache (the position the next token goes to).
     fn position(&self) -> usize;
+    /// The element type the KV cache holds keys and values in.
+    fn kv_cache(&self) -> KvDtype;
     /// How the steps from now on choose their token.
     fn set_sampling(&mut self, sampling: &Sampling) -> Result<()>;
     /// Appends `token` at [`Engine::position`] and returns the token chosen to follow it.
@@ -106,7 +110,8 @@ pub struct ContextSize {
 }
 
 /// Opens the engine `device` names over `model`, with a KV cache of `context` positions (the
-/// engine's [`Engine::max_context`] tells what it got).
+/// engine's [`Engine::max_context`] tells what it got) of `kv` values, or of the engine's
+/// default type ([`kv::default_for`]: BF16 on the gpu engine, f32 on the others).
 ///
 /// `auto` takes the GPU when [`gpu::probe`] finds one that can run the kernels and the gpu
 /// engine starts on it; otherwise it says why in one line through `notice` and opens the cpu
@@ -115,15 +120,27 @@ pub fn open_engine(
     device: Device,
     model: Arc<PackedModel>,
     context: ContextSize,
+    kv: Option<KvDtype>,
     notice: &mut dyn FnMut(&str),
 ) -> Result<Box<dyn Engine>> {
     let max_context = context.positions;
+    let cpu = |model| -> Result<Box<dyn Engine>> {
+        let kv = kv.unwrap_or(kv::default_for(Device::Cpu));
+        Ok(Box::new(
+            cpu::CpuEngine::new(model, max_context)?.with_kv_cache(kv),
+        ))
+    };
     match device {
-        Device::Cpu => Ok(Box::new(cpu::CpuEngine::new(model, max_context)?)),
-        Device::Emulator => Ok(Box::new(emulator::EmulatorEngine::new(model, max_context)?)),
+        Device::Cpu => cpu(model),
+        Device::Emulator => Ok(Box::new(emulator::EmulatorEngine::with_kv_cache(
+            model,
+            max_context,
+            kv.unwrap_or(kv::default_for(Device::Emulator)),
+        )?)),
         Device::Gpu => {
             let requested = context.explicit.then_some(max_context);
-            Ok(Box::new(gpu::GpuEngine::new(model, requested, notice)?))
+            let kv = kv.unwrap_or(kv::default_for(Device::Gpu));
+            Ok(Box::new(gpu::GpuEngine::new(model, requested, kv, notice)?))
         }
         Device::Auto => {
             let why = match gpu::probe(0) {
@@ -131,16 +148,16 @@ pub fn open_engine(
                 Err(GpuUnavailable::NoDevice(why)) => why,
                 Ok(info) if !info.can_run_kernels() => info.too_old(),
                 Ok(info) if info.is_virtual() => virtual_notice(&info),
-                Ok(info) => match open_engine(Device::Gpu, model.clone(), context, notice) {
+                Ok(info) => match open_engine(Device::Gpu, model.clone(), context, kv, notice) {
                     Ok(engine) => return Ok(engine),
                     Err(error) => {
                         notice(&format!("{error:#} (on {}); running on the CPU", info.name));
-                        return Ok(Box::new(cpu::CpuEngine::new(model, max_context)?));
+                        return cpu(model);
                     }
                 },
             };
             notice(&format!("no usable GPU ({why}); running on the CPU"));
-            Ok(Box::new(cpu::CpuEngine::new(model, max_context)?))
+            cpu(model)
         }
     }
 }

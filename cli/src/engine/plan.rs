@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use qwenmk_kernels::step::attention::AttentionSplit;
 use qwenmk_kernels::step::sync::{ErrorKind, StepError};
-use qwenmk_kernels::step::{self, LaunchShape, LayerPointers, ModelDims};
+use qwenmk_kernels::step::{self, KvDtype, LaunchShape, LayerPointers, ModelDims};
 use qwenmk_weights::config::ModelConfig;
 use qwenmk_weights::layout::TensorId;
 use qwenmk_weights::packed::PackedModel;
@@ -22,14 +22,17 @@ pub struct StepPlan {
     pub block: u32,
     pub shared_bytes: usize,
     pub max_splits: u32,
+    /// The KV cache's element type.
+    pub kv: KvDtype,
 }
 
-/// Lengths, in f32 values, of the kernel's working buffers.
+/// Lengths, in values (f32 but for the KV caches), of the kernel's working buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferLens {
     pub rope: usize,
-    /// Each of the K and V caches.
+    /// Values in each of the K and V caches, of `kv` type.
     pub kv_cache: usize,
+    pub kv: KvDtype,
     pub x: usize,
     pub qkv: usize,
     pub attn_partial: usize,
@@ -40,17 +43,21 @@ pub struct BufferLens {
 }
 
 impl BufferLens {
+    /// Bytes of each of the K and V caches.
+    pub fn kv_cache_bytes(&self) -> usize {
+        self.kv_cache * self.kv.bytes()
+    }
+
     /// All buffers together, in bytes.
     pub fn total_bytes(&self) -> u64 {
         let floats = self.rope
-            + 2 * self.kv_cache
             + self.x
             + self.qkv
             + self.attn_partial
             + self.attn_tickets
             + self.attn_out
             + self.act;
-        floats as u64 * 4
+        floats as u64 * 4 + 2 * self.kv_cache_bytes() as u64
     }
 }
 
@@ -102,14 +109,15 @@ pub fn check_supported(c: &ModelConfig) -> Result<()> {
 }
 
 impl StepPlan {
-    /// A plan for `config` with a KV cache of `max_context` positions on a `grid × block`
-    /// launch.
+    /// A plan for `config` with a KV cache of `max_context` positions of `kv` values on a
+    /// `grid × block` launch.
     pub fn new(
         config: &ModelConfig,
         max_context: usize,
         grid: u32,
         block: u32,
         shape: LaunchShape,
+        kv: KvDtype,
     ) -> Result<Self> {
         check_supported(config)?;
         if max_context == 0 || max_context > config.max_position_embeddings {
@@ -138,6 +146,7 @@ impl StepPlan {
             shape,
             grid,
             block,
+            kv,
         })
     }
 
@@ -148,6 +157,7 @@ impl StepPlan {
             kv_cache: (d.layers * d.kv_heads) as usize
                 * d.max_context as usize
                 * d.head_dim as usize,
+            kv: self.kv,
             x: d.hidden as usize,
             qkv: d.qkv_rows() as usize,
             attn_partial: (d.q_heads
@@ -265,10 +275,11 @@ mod tests {
     #[test]
     fn dims_and_buffers_follow_the_config() {
         let c = tiny_config(true);
-        let plan = StepPlan::new(&c, 100, 4, 64, shape()).unwrap();
+        let plan = StepPlan::new(&c, 100, 4, 64, shape(), KvDtype::F32).unwrap();
         assert_eq!(plan.dims.q_dim(), 128);
         assert_eq!(plan.dims.qkv_rows(), 128 + 2 * 64);
         assert_eq!(plan.buffers().kv_cache, 2 * 2 * 100 * 32);
+        assert_eq!(plan.buffers().kv_cache_bytes(), 2 * 2 * 100 * 32 * 4);
         assert!((plan.dims.attention_scale - 32f32.powf(-0.5)).abs() < 1e-9);
         // 8 warps over 2 item rows (2 KV heads, each item serving both query heads of its
         // group): chunks of the 32-position minimum once the context passes it.
@@ -277,28 +288,46 @@ mod tests {
         assert_eq!(plan.buffers().attn_tickets, 2);
     }
 
+    /// A BF16 cache takes half the bytes of an f32 one, and nothing else changes.
+    #[test]
+    fn a_bf16_cache_halves_the_kv_bytes() {
+        let c = tiny_config(true);
+        let f32_plan = StepPlan::new(&c, 100, 4, 64, shape(), KvDtype::F32).unwrap();
+        let bf16_plan = StepPlan::new(&c, 100, 4, 64, shape(), KvDtype::Bf16).unwrap();
+        let (a, b) = (f32_plan.buffers(), bf16_plan.buffers());
+        assert_eq!(a.kv_cache, b.kv_cache, "the same values");
+        assert_eq!(b.kv_cache_bytes() * 2, a.kv_cache_bytes());
+        assert_eq!(b.kv_cache_bytes(), 2 * 2 * 100 * 32 * 2);
+        assert_eq!(
+            a.total_bytes() - b.total_bytes(),
+            a.kv_cache_bytes() as u64,
+            "K and V each lose half"
+        );
+        assert_eq!(f32_plan.dims, bf16_plan.dims);
+    }
+
     #[test]
     fn unsupported_shapes_are_refused_with_the_rule() {
         let mut c = tiny_config(true);
         c.hidden_size = 48;
-        let e = StepPlan::new(&c, 10, 1, 32, shape())
+        let e = StepPlan::new(&c, 10, 1, 32, shape(), KvDtype::F32)
             .unwrap_err()
             .to_string();
         assert!(e.contains("multiples of 32"), "{e}");
         let mut c = tiny_config(true);
         c.head_dim = 24;
-        let e = StepPlan::new(&c, 10, 1, 32, shape())
+        let e = StepPlan::new(&c, 10, 1, 32, shape(), KvDtype::F32)
             .unwrap_err()
             .to_string();
         assert!(e.contains("head_dim (24)"), "{e}");
         // 48 values are 6 lanes of 8: not a power of two.
         c.head_dim = 48;
-        let e = StepPlan::new(&c, 10, 1, 32, shape())
+        let e = StepPlan::new(&c, 10, 1, 32, shape(), KvDtype::F32)
             .unwrap_err()
             .to_string();
         assert!(e.contains("head_dim (48)"), "{e}");
         let c = tiny_config(true);
-        let e = StepPlan::new(&c, 100_000, 1, 32, shape())
+        let e = StepPlan::new(&c, 100_000, 1, 32, shape(), KvDtype::F32)
             .unwrap_err()
             .to_string();
         assert!(e.contains("--max-context"), "{e}");
@@ -306,7 +335,7 @@ mod tests {
 
     #[test]
     fn error_words_become_sentences() {
-        let plan = StepPlan::new(&tiny_config(true), 64, 4, 64, shape()).unwrap();
+        let plan = StepPlan::new(&tiny_config(true), 64, 4, 64, shape(), KvDtype::F32).unwrap();
         let word = StepError {
             kind: ErrorKind::Timeout,
             stage: Stage::Down,

@@ -543,6 +543,26 @@ pub unsafe fn load_relaxed_u64(p: *const u64) -> u64 {
     unsafe { AtomicU64::from_ptr(p as *mut u64) }.load(Ordering::Relaxed)
 }
 
+/// Two f32s rounded to BF16 and packed, `lo` in the low half, as `cvt.rn.bf16.f32` does on
+/// the GPU: round to nearest, ties to even; what overflows becomes infinity; a NaN stays a
+/// (quiet) NaN with its sign and top payload bits (a GPU may give its canonical NaN instead).
+#[inline]
+pub fn f32x2_to_bf16x2(lo: f32, hi: f32) -> u32 {
+    f32_to_bf16(lo) as u32 | (f32_to_bf16(hi) as u32) << 16
+}
+
+/// One f32 rounded to BF16 bits, as [`f32x2_to_bf16x2`].
+#[inline]
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x0040) as u16;
+    }
+    // Adding 0x7fff (0x8000 when the kept part is odd) carries into the kept half exactly when
+    // the dropped half is above the tie, or at it with an odd kept half.
+    (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
 /// `e^x`.
 #[inline]
 pub fn exp(x: f32) -> f32 {

@@ -31,10 +31,10 @@ pub mod emu;
 #[cfg(not(target_arch = "nvptx64"))]
 pub use emu::{
     atomic_add_relaxed_gpu, atomic_add_release_gpu, atomic_cas_u32, atomic_max_u64, atomic_or_u32,
-    block_dim, block_idx, clock_cycles, exp, fence_acq_rel_gpu, fma, global_timer_ns, grid_dim,
-    load_acquire_gpu, load_global_nc_v4, load_relaxed_u64, nanosleep, prefetch_l2, rsqrt,
-    shared_memory, shfl_xor_f32, shfl_xor_u32, store_release_gpu, sync_threads, sync_warp,
-    thread_idx, warp_any,
+    block_dim, block_idx, clock_cycles, exp, f32x2_to_bf16x2, fence_acq_rel_gpu, fma,
+    global_timer_ns, grid_dim, load_acquire_gpu, load_global_nc_v4, load_relaxed_u64, nanosleep,
+    prefetch_l2, rsqrt, shared_memory, shfl_xor_f32, shfl_xor_u32, store_release_gpu, sync_threads,
+    sync_warp, thread_idx, warp_any,
 };
 
 /// This thread's lane within its warp.
@@ -121,6 +121,21 @@ pub unsafe fn store_f32x4(p: *mut f32, v: [f32; 4]) {
     // SAFETY: forwarded contract.
     unsafe { p.cast::<F32x4>().write(F32x4(v)) }
 }
+
+/// Stores four `u32`s at `p` with one vector store.
+///
+/// # Safety
+/// `p` must point to 4 writable `u32`s, 16-byte aligned.
+#[inline(always)]
+pub unsafe fn store_u32x4(p: *mut u32, v: [u32; 4]) {
+    // SAFETY: forwarded contract.
+    unsafe { p.cast::<U32x4>().write(U32x4(v)) }
+}
+
+/// Four `u32`s, 16-byte aligned: a vector store of one instruction.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+struct U32x4([u32; 4]);
 
 /// Two BF16 values packed in a `u32` (the first in the low half, as they lie in memory),
 /// widened exactly to `f32`.

@@ -347,6 +347,19 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     d
 }
 
+/// Two f32s rounded to BF16 (round to nearest even, as `cvt.rn.bf16.f32` does; sm_80 and
+/// newer), packed as they lie in memory: `lo` in the low half.
+#[inline(always)]
+pub fn f32x2_to_bf16x2(lo: f32, hi: f32) -> u32 {
+    let (a, b): (u16, u16);
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("cvt.rn.bf16.f32 {a}, {x};", a = out(reg16) a, x = in(reg32) lo, options(pure, nomem, nostack));
+        asm!("cvt.rn.bf16.f32 {b}, {x};", b = out(reg16) b, x = in(reg32) hi, options(pure, nomem, nostack));
+    }
+    (a as u32) | ((b as u32) << 16)
+}
+
 /// `e^x` through the hardware `2^x` (relative error about 2⁻²²).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {

@@ -5,8 +5,9 @@
 //! up to [`HEADS_PER_ITEM`] query heads of its group, chunk) and runs on one warp, so each K
 //! and V row is read once for the query heads that share it.
 //!
-//! * **Lanes own slices of the head.** A key's row is `head_dim` f32s; `head_dim / 8` lanes
-//!   (a *key group*) each hold 8 of its values (two 16-byte loads), and the warp's
+//! * **Lanes own slices of the head.** A key's row is `head_dim` values; `head_dim / 8` lanes
+//!   (a *key group*) each hold 8 of its values (one 16-byte load from a BF16 cache, two from
+//!   an f32 one: [`KvElem`]), and the warp's
 //!   `32 / (head_dim / 8)` key groups take different keys. A dot product is 8 fused
 //!   multiply-adds and a reduction over the key group's lanes.
 //! * **Loads first.** The item issues its query, norm weights, RoPE table row and the new key
@@ -25,7 +26,7 @@
 use super::{LayerPointers, StepParams};
 use crate::device;
 
-/// Values of a head each lane holds: two 16-byte loads of f32.
+/// Values of a head each lane holds: two 16-byte loads of f32, one of BF16.
 pub const DIMS_PER_LANE: usize = 8;
 /// Query heads one item serves (the GQA group, or a block of it).
 pub const HEADS_PER_ITEM: usize = 2;
@@ -141,7 +142,103 @@ impl Lanes {
     }
 }
 
-type Slice = [f32; DIMS_PER_LANE];
+/// A lane's 8 values of a head.
+pub type Slice = [f32; DIMS_PER_LANE];
+
+/// How the KV cache holds a lane's 8 values of a row. The attention is generic over it, and
+/// the step picks the type once ([`attention_stage`]), so the loop over keys has no branch on
+/// it.
+pub trait KvElem {
+    /// One cached value as it lies in memory.
+    type Stored;
+    /// The values as the cache will hold them, widened back: what later steps read.
+    fn round(v: Slice) -> Slice;
+    /// Stores 8 values, rounded as [`KvElem::round`] does.
+    ///
+    /// # Safety
+    /// `p` must point to 8 writable values, 16-byte aligned.
+    unsafe fn store8(p: *mut Self::Stored, v: Slice);
+    /// Loads 8 values through the non-coherent path, widened to f32.
+    ///
+    /// # Safety
+    /// `p` must point to 8 readable values, 16-byte aligned, that nothing writes during the
+    /// launch.
+    unsafe fn load8(p: *const Self::Stored) -> Slice;
+}
+
+/// An f32 cache: values kept exactly; 32 bytes per lane, two 16-byte accesses.
+pub struct F32;
+
+impl KvElem for F32 {
+    type Stored = f32;
+
+    #[inline(always)]
+    fn round(v: Slice) -> Slice {
+        v
+    }
+
+    #[inline(always)]
+    unsafe fn store8(p: *mut f32, v: Slice) {
+        // SAFETY: forwarded contract.
+        unsafe { store_slice(p, v) }
+    }
+
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> Slice {
+        // SAFETY: forwarded contract.
+        unsafe { load_slice_nc(p) }
+    }
+}
+
+/// A BF16 cache: values rounded to nearest even ([`device::f32x2_to_bf16x2`]) and widened
+/// exactly; 16 bytes per lane, one access.
+pub struct Bf16;
+
+impl Bf16 {
+    #[inline(always)]
+    fn pack(v: &Slice) -> [u32; 4] {
+        [
+            device::f32x2_to_bf16x2(v[0], v[1]),
+            device::f32x2_to_bf16x2(v[2], v[3]),
+            device::f32x2_to_bf16x2(v[4], v[5]),
+            device::f32x2_to_bf16x2(v[6], v[7]),
+        ]
+    }
+
+    #[inline(always)]
+    fn unpack(w: [u32; 4]) -> Slice {
+        let mut out = [0.0; DIMS_PER_LANE];
+        let mut i = 0;
+        while i < 4 {
+            let (a, b) = device::bf16x2_to_f32(w[i]);
+            out[2 * i] = a;
+            out[2 * i + 1] = b;
+            i += 1;
+        }
+        out
+    }
+}
+
+impl KvElem for Bf16 {
+    type Stored = u16;
+
+    #[inline(always)]
+    fn round(v: Slice) -> Slice {
+        Self::unpack(Self::pack(&v))
+    }
+
+    #[inline(always)]
+    unsafe fn store8(p: *mut u16, v: Slice) {
+        // SAFETY: forwarded contract (8 BF16 values are 16 bytes).
+        unsafe { device::store_u32x4(p.cast::<u32>(), Self::pack(&v)) }
+    }
+
+    #[inline(always)]
+    unsafe fn load8(p: *const u16) -> Slice {
+        // SAFETY: forwarded contract.
+        Self::unpack(unsafe { device::load_global_nc_v4(p.cast::<[u32; 4]>()) })
+    }
+}
 
 /// 8 f32s at `p` (16-byte aligned), read with two plain vector loads: for memory the same
 /// launch writes (the QKV buffer, the partials).
@@ -190,16 +287,7 @@ unsafe fn load_slice_nc(p: *const f32) -> Slice {
 #[inline(always)]
 unsafe fn load_weights(p: *const u16) -> Slice {
     // SAFETY: forwarded contract.
-    let w = unsafe { device::load_global_nc_v4(p.cast::<[u32; 4]>()) };
-    let mut out = [0.0; DIMS_PER_LANE];
-    let mut i = 0;
-    while i < 4 {
-        let (a, b) = device::bf16x2_to_f32(w[i]);
-        out[2 * i] = a;
-        out[2 * i + 1] = b;
-        i += 1;
-    }
-    out
+    unsafe { Bf16::load8(p) }
 }
 
 /// # Safety
@@ -349,12 +437,49 @@ fn partial(p: &StepParams, head: u32, split: u32) -> *mut f32 {
     }
 }
 
+/// The attention stage of `layer` at `pos`: this warp's (KV head, head block, chunk) items,
+/// spread block by block over the grid's warps, with a cache of `E` values.
+///
+/// # Safety
+/// Every lane of every warp calls it; the step's buffers as [`StepParams`] documents them,
+/// the caches holding `E` values; `split` is this step's split.
+#[inline(always)]
+pub unsafe fn attention_stage<E: KvElem>(
+    p: &StepParams,
+    w: &LayerPointers,
+    layer: u32,
+    pos: u32,
+    split: AttentionSplit,
+) {
+    let d = &p.dims;
+    let blocks_of_heads = head_blocks(d.q_heads, d.kv_heads);
+    let rows = item_rows(d.q_heads, d.kv_heads);
+    let items = rows * split.splits;
+    let warps_in_grid = device::grid_dim() * device::warps_per_block();
+    let mut item = device::warp_id() * device::grid_dim() + device::block_idx();
+    while item < items {
+        let row = item % rows;
+        let work_item = AttentionItem {
+            layer,
+            pos,
+            kv_head: row / blocks_of_heads,
+            head_block: row % blocks_of_heads,
+            split: item / rows,
+            shape: split,
+        };
+        // SAFETY: every lane of the warp runs the item.
+        unsafe { attend::<E>(p, w, work_item) };
+        item += warps_in_grid;
+    }
+}
+
 /// Runs one attention work item. Every lane of the warp calls it.
 ///
 /// # Safety
-/// The step's buffers as [`StepParams`] documents them; `item` inside this step's split.
+/// The step's buffers as [`StepParams`] documents them, the caches holding `E` values; `item`
+/// inside this step's split.
 #[inline(always)]
-pub unsafe fn attend(p: &StepParams, w: &LayerPointers, item: AttentionItem) {
+pub unsafe fn attend<E: KvElem>(p: &StepParams, w: &LayerPointers, item: AttentionItem) {
     let AttentionItem {
         layer,
         pos,
@@ -420,17 +545,25 @@ pub unsafe fn attend(p: &StepParams, w: &LayerPointers, item: AttentionItem) {
     crate::unroll!(2; h => {
         q[h] = norm_rope(q[h], &q_weight, &cos_sin, &lanes, hd, d.rms_eps);
     });
-    let k_new = norm_rope(k_raw, &k_weight, &cos_sin, &lanes, hd, d.rms_eps);
+    // The new key and value as the cache holds them: this step attends to what later steps
+    // will read back.
+    let k_new = E::round(norm_rope(k_raw, &k_weight, &cos_sin, &lanes, hd, d.rms_eps));
+    let v_new = E::round(v_new);
     let kv_offset =
         ((layer * d.kv_heads + kv_head) as usize) * d.max_context as usize * hd as usize;
-    // SAFETY: the caches hold `layers · kv_heads · max_context · head_dim` values.
-    let (k_cache, v_cache) = unsafe { (p.k_cache.add(kv_offset), p.v_cache.add(kv_offset)) };
+    // SAFETY: the caches hold `layers · kv_heads · max_context · head_dim` values of `E`.
+    let (k_cache, v_cache) = unsafe {
+        (
+            p.k_cache.cast::<E::Stored>().add(kv_offset),
+            p.v_cache.cast::<E::Stored>().add(kv_offset),
+        )
+    };
     // The first head block's item stores the new key and value for later steps.
     if holds_new && head_block == 0 && lanes.group == 0 {
         // SAFETY: row `pos < max_context`; this lane's slice.
         unsafe {
-            store_slice(k_cache.add(pos as usize * hd as usize + dim), k_new);
-            store_slice(v_cache.add(pos as usize * hd as usize + dim), v_new);
+            E::store8(k_cache.add(pos as usize * hd as usize + dim), k_new);
+            E::store8(v_cache.add(pos as usize * hd as usize + dim), v_new);
         }
     }
 
@@ -450,8 +583,8 @@ pub unsafe fn attend(p: &StepParams, w: &LayerPointers, item: AttentionItem) {
             let row = if valid[b] { t } else { start } as usize * hd as usize + dim;
             // SAFETY: row `< pos` (or `start < cached_end`): written by earlier steps.
             unsafe {
-                keys[b] = load_slice_nc(k_cache.add(row));
-                values[b] = load_slice_nc(v_cache.add(row));
+                keys[b] = E::load8(k_cache.add(row));
+                values[b] = E::load8(v_cache.add(row));
             }
         });
         crate::unroll!(2; h => {

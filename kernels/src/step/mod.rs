@@ -22,7 +22,7 @@ use crate::device;
 use crate::ops::matvec::{matvec, prefetch, staged_index};
 use crate::ops::norm::{bf16, rmsnorm_block};
 use crate::ops::sample::{self, SampleParams, lm_head_sample};
-use attention::{AttentionItem, attend, attention_split, head_blocks, item_rows};
+use attention::{Bf16, F32, attention_split, attention_stage, item_rows};
 use sync::{ErrorKind, GridSync, SYNC_SHARED_BYTES, Stage, StepError, record_error};
 
 /// Bytes of weights one stage boundary may prefetch into L2 (see
@@ -76,6 +76,52 @@ pub struct LaunchShape {
     pub spin_limit_ns: u64,
 }
 
+/// The element type of the KV cache ([`StepParams::kv_dtype`] holds its [`KvDtype::code`]).
+///
+/// Keys (after q/k norm and RoPE) and values are computed in f32; a BF16 cache rounds them to
+/// nearest even when they are appended, and attention (this step's included) reads back what
+/// the cache holds, widened exactly. Half the bytes per position, at the cost of 8 mantissa
+/// bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KvDtype {
+    F32,
+    Bf16,
+}
+
+impl KvDtype {
+    /// The value in [`StepParams::kv_dtype`].
+    pub const fn code(self) -> u32 {
+        match self {
+            KvDtype::F32 => 0,
+            KvDtype::Bf16 => 1,
+        }
+    }
+
+    pub const fn from_code(code: u32) -> Option<KvDtype> {
+        match code {
+            0 => Some(KvDtype::F32),
+            1 => Some(KvDtype::Bf16),
+            _ => None,
+        }
+    }
+
+    /// Bytes one cached value takes.
+    pub const fn bytes(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::Bf16 => 2,
+        }
+    }
+
+    /// `f32` or `bf16`, as the command line and the reports spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::Bf16 => "bf16",
+        }
+    }
+}
+
 /// One layer's weights (BF16, layout of the packed format: docs/FORMAT.md).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -124,6 +170,11 @@ pub struct StepParams {
     /// view of the struct, so a host and a kernel built with different layouts fail the first
     /// step with a sentence instead of reading garbage pointers.
     pub abi_bytes: u32,
+    /// The KV cache's element type, a [`KvDtype::code`]; an unknown code is refused like a
+    /// layout mismatch.
+    pub kv_dtype: u32,
+    /// Padding so that the pointers below are 8-byte aligned on both sides.
+    pub reserved: u32,
     pub embedding: *const u16,
     pub lm_head: *const u16,
     pub final_norm: *const u16,
@@ -131,9 +182,10 @@ pub struct StepParams {
     pub layers: *const LayerPointers,
     /// `max_context × head_dim` f32: (cos, sin) pairs per position (see [`host::rope_table`]).
     pub rope: *const f32,
-    /// `layers × kv_heads × max_context × head_dim` f32 each.
-    pub k_cache: *mut f32,
-    pub v_cache: *mut f32,
+    /// `layers × kv_heads × max_context × head_dim` values each, of the type `kv_dtype` names
+    /// (f32, or BF16 bits), 16-byte aligned: raw bytes whose element type the step picks once.
+    pub k_cache: *mut u8,
+    pub v_cache: *mut u8,
     /// The residual stream, `hidden` f32.
     pub x: *mut f32,
     /// Q, K, V of this position before norm and RoPE, `qkv_rows` f32.
@@ -309,7 +361,9 @@ pub unsafe fn decode_step(p: &StepParams) {
         p.shape.min_chunk,
         p.shape.max_chunk,
     );
-    let refusal = if p.abi_bytes != core::mem::size_of::<StepParams>() as u32 {
+    let refusal = if p.abi_bytes != core::mem::size_of::<StepParams>() as u32
+        || KvDtype::from_code(p.kv_dtype).is_none()
+    {
         Some(ErrorKind::Abi)
     } else if pos >= d.max_context {
         Some(ErrorKind::ContextFull)
@@ -399,24 +453,15 @@ pub unsafe fn decode_step(p: &StepParams) {
         }
 
         // 2. Attention: (KV head, head block, chunk) items, spread block by block over the
-        //    grid's warps; a split attention combines behind its last chunk.
-        let blocks_of_heads = head_blocks(d.q_heads, d.kv_heads);
-        let rows = item_rows(d.q_heads, d.kv_heads);
-        let items = rows * split.splits;
-        let mut item = device::warp_id() * device::grid_dim() + device::block_idx();
-        while item < items {
-            let row = item % rows;
-            let work_item = AttentionItem {
-                layer,
-                pos,
-                kv_head: row / blocks_of_heads,
-                head_block: row % blocks_of_heads,
-                split: item / rows,
-                shape: split,
-            };
-            // SAFETY: every lane of the warp runs the item.
-            unsafe { attend(p, w, work_item) };
-            item += warps_in_grid;
+        //    grid's warps; a split attention combines behind its last chunk. The cache's
+        //    element type is chosen here, once per layer, not per value.
+        // SAFETY: every lane of every warp runs the stage; buffers sized per `StepParams`.
+        unsafe {
+            if p.kv_dtype == KvDtype::Bf16.code() {
+                attention_stage::<Bf16>(p, w, layer, pos, split);
+            } else {
+                attention_stage::<F32>(p, w, layer, pos, split);
+            }
         }
         // SAFETY: as above.
         unsafe {

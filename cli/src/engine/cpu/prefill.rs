@@ -148,10 +148,9 @@ impl BatchView<'_> {
                 ops::rope(q, inv_freq, start + t);
                 ops::rope(k, inv_freq, start + t);
             });
-        // 6. Append to the cache.
+        // 6. Append to the cache (rounded to its type).
         for row in self.qkv.chunks_exact(c.qkv_rows()) {
-            cache.keys.extend_from_slice(&row[q_dim..q_dim + kv_dim]);
-            cache.values.extend_from_slice(&row[q_dim + kv_dim..]);
+            cache.append(&row[q_dim..q_dim + kv_dim], &row[q_dim + kv_dim..]);
         }
         // 7. Causal grouped-query attention.
         causal_attention(c, start, self.qkv, cache, self.attn);

@@ -13,12 +13,13 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
 use qwenmk_kernels::ops::sample::{SampleParams, list_words, mask_words};
 use qwenmk_kernels::step::host::rope_table;
 use qwenmk_kernels::step::sync::{Stage, StepError};
-use qwenmk_kernels::step::{LaunchShape, LayerPointers, StepControl, StepParams};
+use qwenmk_kernels::step::{KvDtype, LaunchShape, LayerPointers, StepControl, StepParams};
 use qwenmk_weights::PackedModel;
 
 use super::launch::{KernelAttributes, StepKernel};
 use super::memory::{bytes_needed, choose_max_context};
 use super::probe::{GpuInfo, probe};
+use crate::engine::kv;
 use crate::engine::plan::{StepPlan, WeightPointers, describe_step_error};
 use crate::engine::{Engine, Next, Sampling, ensure_room};
 
@@ -47,8 +48,9 @@ struct DeviceBuffers {
     _weights: CudaSlice<u8>,
     _layers: CudaSlice<u8>,
     _rope: CudaSlice<f32>,
-    _k_cache: CudaSlice<f32>,
-    _v_cache: CudaSlice<f32>,
+    /// Raw bytes of the plan's element type (f32 or BF16).
+    _k_cache: CudaSlice<u8>,
+    _v_cache: CudaSlice<u8>,
     _x: CudaSlice<f32>,
     _qkv: CudaSlice<f32>,
     _attn_partial: CudaSlice<f32>,
@@ -92,11 +94,12 @@ fn address<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
 }
 
 impl GpuEngine {
-    /// Sets up GPU 0 for `model`. `max_context`: `None` takes the model's maximum or what fits
-    /// in free memory (reported through `notice`).
+    /// Sets up GPU 0 for `model` with a KV cache of `kv` values. `max_context`: `None` takes
+    /// the model's maximum or what fits in free memory (reported through `notice`).
     pub fn new(
         model: Arc<PackedModel>,
         max_context: Option<usize>,
+        kv: KvDtype,
         notice: &mut dyn FnMut(&str),
     ) -> Result<Self> {
         let info = probe(0)?;
@@ -110,7 +113,7 @@ impl GpuEngine {
 
         // The grid: as many blocks as can be resident at once, never more.
         let shape = launch_shape();
-        let probe_plan = StepPlan::new(config, 1, info.sm_count, BLOCK, shape)?;
+        let probe_plan = StepPlan::new(config, 1, info.sm_count, BLOCK, shape, kv)?;
         let per_sm = kernel.resident_blocks_per_sm(BLOCK, probe_plan.shared_bytes)?;
         if per_sm == 0 {
             bail!(
@@ -122,7 +125,7 @@ impl GpuEngine {
             );
         }
         let grid = per_sm * info.sm_count;
-        let plan_for = |n: usize| StepPlan::new(config, n, grid, BLOCK, shape);
+        let plan_for = |n: usize| StepPlan::new(config, n, grid, BLOCK, shape, kv);
         let payload = model.payload();
         let (max_context, fit_notice) = choose_max_context(
             max_context,
@@ -161,9 +164,15 @@ impl GpuEngine {
                 .alloc_zeros::<f32>(n.max(1))
                 .map_err(|e| device_memory(e, what, n.max(1) * 4))
         };
+        let kv_zeros = |what: &str| {
+            let n = lens.kv_cache_bytes().max(16);
+            stream
+                .alloc_zeros::<u8>(n)
+                .map_err(|e| device_memory(e, what, n))
+        };
         let buffers = DeviceBuffers {
-            _k_cache: zeros(lens.kv_cache, "K cache")?,
-            _v_cache: zeros(lens.kv_cache, "V cache")?,
+            _k_cache: kv_zeros("K cache")?,
+            _v_cache: kv_zeros("V cache")?,
             _x: zeros(lens.x, "residual stream")?,
             _qkv: zeros(lens.qkv, "QKV buffer")?,
             _attn_partial: zeros(lens.attn_partial, "attention partials")?,
@@ -186,13 +195,15 @@ impl GpuEngine {
             shape: plan.shape,
             max_splits: plan.max_splits,
             abi_bytes: std::mem::size_of::<StepParams>() as u32,
+            kv_dtype: plan.kv.code(),
+            reserved: 0,
             embedding: pointers.embedding,
             lm_head: pointers.lm_head,
             final_norm: pointers.final_norm,
             layers: address(&b._layers, &stream) as *const LayerPointers,
             rope: f32_ptr(&b._rope),
-            k_cache: f32_ptr(&b._k_cache),
-            v_cache: f32_ptr(&b._v_cache),
+            k_cache: address(&b._k_cache, &stream) as *mut u8,
+            v_cache: address(&b._v_cache, &stream) as *mut u8,
             x: f32_ptr(&b._x),
             qkv: f32_ptr(&b._qkv),
             attn_partial: f32_ptr(&b._attn_partial),
@@ -312,17 +323,24 @@ impl GpuEngine {
             );
         }
         let (rows, hd) = (d.max_context as usize, d.head_dim as usize);
+        let kv = self.plan.kv;
         let stream = self.kernel.stream().clone();
         for i in 0..(d.layers * d.kv_heads) as usize {
-            let at = i * rows * hd;
+            let at = i * rows * hd * kv.bytes();
             let base = seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
-            let keys = qwenmk_weights::synthetic::random_values(base, depth * hd);
-            let values = qwenmk_weights::synthetic::random_values(!base, depth * hd);
-            let mut k = self.buffers._k_cache.slice_mut(at..at + depth * hd);
+            let keys = kv::encode(
+                &qwenmk_weights::synthetic::random_values(base, depth * hd),
+                kv,
+            );
+            let values = kv::encode(
+                &qwenmk_weights::synthetic::random_values(!base, depth * hd),
+                kv,
+            );
+            let mut k = self.buffers._k_cache.slice_mut(at..at + keys.len());
             stream
                 .memcpy_htod(&keys, &mut k)
                 .context("writing the K cache")?;
-            let mut v = self.buffers._v_cache.slice_mut(at..at + depth * hd);
+            let mut v = self.buffers._v_cache.slice_mut(at..at + values.len());
             stream
                 .memcpy_htod(&values, &mut v)
                 .context("writing the V cache")?;
@@ -488,6 +506,10 @@ impl Engine for GpuEngine {
 
     fn position(&self) -> usize {
         self.position
+    }
+
+    fn kv_cache(&self) -> KvDtype {
+        self.plan.kv
     }
 
     fn set_sampling(&mut self, sampling: &Sampling) -> Result<()> {

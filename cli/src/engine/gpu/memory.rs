@@ -84,7 +84,16 @@ mod tests {
     use qwenmk_weights::synthetic::tiny_config;
 
     fn plan_for(config: &ModelConfig) -> impl Fn(usize) -> Result<StepPlan> + '_ {
-        move |n| StepPlan::new(config, n, 132, 256, launch_shape())
+        move |n| {
+            StepPlan::new(
+                config,
+                n,
+                132,
+                256,
+                launch_shape(),
+                qwenmk_kernels::step::KvDtype::Bf16,
+            )
+        }
     }
 
     #[test]
@@ -106,6 +115,21 @@ mod tests {
         assert!(bytes_needed(payload, &plan(n + 1).unwrap()) + HEADROOM_BYTES > free);
         assert!((100..c.max_position_embeddings).contains(&n), "{n}");
         assert!(notice.unwrap().contains(&format!("holds {n} positions")));
+    }
+
+    /// Qwen3-0.6B's whole 40,960-position cache: 112 KiB a position in BF16, 224 KiB in f32.
+    #[test]
+    fn a_position_costs_what_its_element_type_says() {
+        use qwenmk_kernels::step::KvDtype;
+        let c =
+            ModelConfig::from_json_str(include_str!("../../../../fixtures/qwen3-0.6b/config.json"))
+                .unwrap();
+        for (kv, kib) in [(KvDtype::Bf16, 112), (KvDtype::F32, 224)] {
+            let plan = |n| StepPlan::new(&c, n, 132, 256, launch_shape(), kv).unwrap();
+            let per_position = bytes_needed(0, &plan(1001)) - bytes_needed(0, &plan(1000));
+            // The RoPE table adds `head_dim` f32s per position beside the cache.
+            assert_eq!(per_position, kib * 1024 + 128 * 4, "{kv:?}");
+        }
     }
 
     #[test]
