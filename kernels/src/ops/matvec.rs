@@ -48,22 +48,31 @@ impl RowSplit {
 /// more while loads queue).
 pub const LOADS_IN_FLIGHT: usize = 8;
 
-/// Lanes per unit for a matrix of `units` units whose rows are `cols` values: the launch's
-/// `base`, doubled while more than half of the grid's warps would get no unit in a pass (so
-/// the small projections, O and down, run on every SM instead of half of them) and every lane
-/// keeps at least two loads of each row. The matvec and the prefetch for it call it alike.
+/// Lanes per unit for a matrix of `units` units whose rows are `cols` values: of the launch's
+/// `base` and its doublings up to a warp, the one whose busiest lane makes the fewest loads,
+/// `passes × loads per lane of a row` (a tie keeps the fewer lanes, which shuffle less),
+/// among those where every lane keeps at least four loads of each row. More lanes per unit
+/// finish a unit sooner but fit fewer units in a pass: O and down (1,024 rows) get a whole
+/// warp per row and run on every SM instead of half of them, and gate/up (3,072 units on 1,056
+/// warps) three full passes instead of a full one and a half-empty one. The matvec and the
+/// prefetch for it call it alike.
 #[inline(always)]
 pub fn lanes_for(units: u32, cols: u32, base: u32) -> u32 {
     let warps = device::grid_dim() * device::warps_per_block();
     let loads_per_row = cols / VALUES_PER_LOAD;
+    let cost = |lanes: u32| {
+        let units_per_pass = warps * (device::WARP_SIZE / lanes);
+        units.div_ceil(units_per_pass) * loads_per_row.div_ceil(lanes)
+    };
+    let mut best = base;
     let mut lanes = base;
-    while lanes < device::WARP_SIZE
-        && 2 * units <= warps * (device::WARP_SIZE / lanes)
-        && loads_per_row >= 4 * lanes
-    {
+    while lanes < device::WARP_SIZE && loads_per_row >= 4 * (lanes * 2) {
         lanes *= 2;
+        if cost(lanes) < cost(best) {
+            best = lanes;
+        }
     }
-    lanes
+    best
 }
 
 /// Where value `j` of an `n`-value activation vector is kept in shared memory for a matvec:
@@ -152,6 +161,34 @@ unsafe fn load_group<const R: usize>(
     });
 }
 
+/// Adds to `partial[r]` the dot products of the `n` loads `w[r][..n]` with their activations:
+/// load `g` meets the 8 staged values of weight load `m0 + g · lanes` of the row.
+///
+/// # Safety
+/// `xs` must hold `cols` staged values ([`staged_index`]) and `m0 + (n − 1) · lanes < cols / 8`.
+#[inline(always)]
+unsafe fn dot_group<const R: usize>(
+    partial: &mut [f32; R],
+    w: &[[[u32; 4]; LOADS_IN_FLIGHT]; R],
+    xs: *const f32,
+    cols: u32,
+    m0: u32,
+    lanes: u32,
+    n: u32,
+) {
+    crate::unroll!(8; g => {
+        if (g as u32) < n {
+            // SAFETY: `m0 + g · lanes < cols / 8`.
+            let x8 = unsafe { staged_x8(xs, cols, m0 + g as u32 * lanes) };
+            let mut r = 0;
+            while r < R {
+                partial[r] = dot8(w[r][g], x8, partial[r]);
+                r += 1;
+            }
+        }
+    });
+}
+
 /// `epilogue(unit, [W[unit·R + r] · x for r in 0..R])` for every unit of `R` rows of the
 /// `(units·R) × x.len()` matrix `weights`, each unit on exactly one lane of the grid. The
 /// launch's `lanes_per_row` is widened for small matrices ([`lanes_for`]).
@@ -218,7 +255,6 @@ pub unsafe fn matvec_passes<const R: usize>(
     let mine = loads_of_lane(split.sub, loads_per_row, lanes_per_row);
     let group = (LOADS_IN_FLIGHT / R) as u32;
     let xs = x.as_ptr();
-    let rows = weights.cast::<[u32; 4]>();
     let mut base = split.first_unit;
     while base < units {
         let unit = base + split.group;
@@ -227,47 +263,56 @@ pub unsafe fn matvec_passes<const R: usize>(
             // The unit's first row, in 16-byte loads.
             let first = unit * R as u32 * loads_per_row + split.sub;
             let mut k = 0;
-            while k + group <= mine {
-                let mut w = [[[0u32; 4]; LOADS_IN_FLIGHT]; R];
-                // SAFETY: `k + group ≤ mine`.
-                unsafe {
-                    load_group::<R>(
-                        &mut w,
-                        weights,
-                        first,
-                        loads_per_row,
-                        k,
-                        lanes_per_row,
-                        group,
-                    )
-                };
-                crate::unroll!(8; g => {
-                    if (g as u32) < group {
-                        let m = split.sub + (k + g as u32) * lanes_per_row;
-                        // SAFETY: `m < loads_per_row = cols / 8`.
-                        let x8 = unsafe { staged_x8(xs, cols, m) };
-                        let mut r = 0;
-                        while r < R {
-                            partial[r] = dot8(w[r][g], x8, partial[r]);
-                            r += 1;
-                        }
-                    }
-                });
-                k += group;
-            }
             while k < mine {
-                let m = split.sub + k * lanes_per_row;
-                // SAFETY: as above.
-                let x8 = unsafe { staged_x8(xs, cols, m) };
-                let mut r = 0;
-                while r < R {
-                    let at = first + r as u32 * loads_per_row + k * lanes_per_row;
+                let mut w = [[[0u32; 4]; LOADS_IN_FLIGHT]; R];
+                if k + group <= mine {
+                    // A full group: its count is a constant, so no load needs a guard.
+                    // SAFETY: `k + group ≤ mine`.
+                    unsafe {
+                        load_group::<R>(
+                            &mut w,
+                            weights,
+                            first,
+                            loads_per_row,
+                            k,
+                            lanes_per_row,
+                            group,
+                        )
+                    };
                     // SAFETY: as above.
-                    let w = unsafe { device::load_global_nc_v4(rows.add(at as usize)) };
-                    partial[r] = dot8(w, x8, partial[r]);
-                    r += 1;
+                    unsafe {
+                        dot_group::<R>(
+                            &mut partial,
+                            &w,
+                            xs,
+                            cols,
+                            split.sub + k * lanes_per_row,
+                            lanes_per_row,
+                            group,
+                        )
+                    };
+                    k += group;
+                } else {
+                    // The rest of the row, fewer than a group: issued together all the same.
+                    let n = mine - k;
+                    // SAFETY: `k + n = mine`.
+                    unsafe {
+                        load_group::<R>(&mut w, weights, first, loads_per_row, k, lanes_per_row, n)
+                    };
+                    // SAFETY: as above.
+                    unsafe {
+                        dot_group::<R>(
+                            &mut partial,
+                            &w,
+                            xs,
+                            cols,
+                            split.sub + k * lanes_per_row,
+                            lanes_per_row,
+                            n,
+                        )
+                    };
+                    k = mine;
                 }
-                k += 1;
             }
         }
         // Every lane takes part in the shuffles, even past the last unit.

@@ -194,10 +194,18 @@ impl GridSync {
         unsafe {
             device::atomic_add_release_gpu(&raw mut (*control).barrier_count, 1);
             let start = device::global_timer_ns();
+            let mut polls = 0u32;
             loop {
                 let count = device::load_acquire_gpu(&raw const (*control).barrier_count);
                 if count.wrapping_sub(target) as i32 >= 0 {
                     return false;
+                }
+                // The error word and the clock only every few polls: each is another round
+                // trip before the next look at the count, which is what a waiting block is
+                // late by when the last one arrives.
+                polls = polls.wrapping_add(1);
+                if !polls.is_multiple_of(ERROR_POLL_INTERVAL) {
+                    continue;
                 }
                 if device::load_acquire_gpu(&raw const (*control).error) != 0 {
                     return true;
@@ -219,3 +227,6 @@ impl GridSync {
         }
     }
 }
+
+/// Polls of the barrier count between looks at the error word and the clock.
+const ERROR_POLL_INTERVAL: u32 = 8;
