@@ -264,55 +264,26 @@ pub unsafe fn matvec_passes<const R: usize>(
             let first = unit * R as u32 * loads_per_row + split.sub;
             let mut k = 0;
             while k < mine {
+                // A full group, or the rest of the row: issued together either way.
+                let n = (mine - k).min(group);
                 let mut w = [[[0u32; 4]; LOADS_IN_FLIGHT]; R];
-                if k + group <= mine {
-                    // A full group: its count is a constant, so no load needs a guard.
-                    // SAFETY: `k + group ≤ mine`.
-                    unsafe {
-                        load_group::<R>(
-                            &mut w,
-                            weights,
-                            first,
-                            loads_per_row,
-                            k,
-                            lanes_per_row,
-                            group,
-                        )
-                    };
-                    // SAFETY: as above.
-                    unsafe {
-                        dot_group::<R>(
-                            &mut partial,
-                            &w,
-                            xs,
-                            cols,
-                            split.sub + k * lanes_per_row,
-                            lanes_per_row,
-                            group,
-                        )
-                    };
-                    k += group;
-                } else {
-                    // The rest of the row, fewer than a group: issued together all the same.
-                    let n = mine - k;
-                    // SAFETY: `k + n = mine`.
-                    unsafe {
-                        load_group::<R>(&mut w, weights, first, loads_per_row, k, lanes_per_row, n)
-                    };
-                    // SAFETY: as above.
-                    unsafe {
-                        dot_group::<R>(
-                            &mut partial,
-                            &w,
-                            xs,
-                            cols,
-                            split.sub + k * lanes_per_row,
-                            lanes_per_row,
-                            n,
-                        )
-                    };
-                    k = mine;
-                }
+                // SAFETY: `k + n ≤ mine`.
+                unsafe {
+                    load_group::<R>(&mut w, weights, first, loads_per_row, k, lanes_per_row, n)
+                };
+                // SAFETY: as above.
+                unsafe {
+                    dot_group::<R>(
+                        &mut partial,
+                        &w,
+                        xs,
+                        cols,
+                        split.sub + k * lanes_per_row,
+                        lanes_per_row,
+                        n,
+                    )
+                };
+                k += n;
             }
         }
         // Every lane takes part in the shuffles, even past the last unit.
