@@ -12,7 +12,6 @@ use qwenmk_kernels::step::host::rope_table;
 use qwenmk_kernels::step::{KvDtype, LaunchShape, StepControl, StepParams, decode_step};
 use qwenmk_weights::packed::PackedModel;
 
-use super::kv;
 use super::plan::{StepPlan, WeightPointers, describe_step_error};
 use super::{Engine, Next, Sampling, ensure_room};
 
@@ -168,30 +167,13 @@ impl EmulatorEngine {
     /// Fills the KV cache up to `depth` with pseudo-random rows, as
     /// [`crate::engine::cpu::CpuEngine::fill_random`].
     pub fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()> {
-        let d = self.plan.dims;
-        if depth > d.max_context as usize {
-            bail!(
-                "cannot fill {depth} positions: the KV cache holds {}",
-                d.max_context
-            );
-        }
-        let (rows, hd) = (d.max_context as usize, d.head_dim as usize);
-        let kv = self.plan.kv;
         let b = &mut self.buffers;
-        for i in 0..(d.layers * d.kv_heads) as usize {
-            let at = i * rows * hd * kv.bytes();
-            let base = seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
-            let keys = kv::encode(
-                &qwenmk_weights::synthetic::random_values(base, depth * hd),
-                kv,
-            );
-            let values = kv::encode(
-                &qwenmk_weights::synthetic::random_values(!base, depth * hd),
-                kv,
-            );
-            b.k_cache.bytes_mut()[at..at + keys.len()].copy_from_slice(&keys);
-            b.v_cache.bytes_mut()[at..at + values.len()].copy_from_slice(&values);
-        }
+        self.plan
+            .for_each_random_kv_slice(depth, seed, |at, keys, values| {
+                b.k_cache.bytes_mut()[at..at + keys.len()].copy_from_slice(keys);
+                b.v_cache.bytes_mut()[at..at + values.len()].copy_from_slice(values);
+                Ok(())
+            })?;
         self.position = depth;
         Ok(())
     }

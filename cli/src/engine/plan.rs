@@ -109,6 +109,39 @@ pub fn check_supported(c: &ModelConfig) -> Result<()> {
 }
 
 impl StepPlan {
+    /// The pseudo-random K and V rows with which `--fill random` fills positions `0..depth` of
+    /// the device-layout caches (one slice of `max_context` rows per layer and KV head): `write`
+    /// gets each slice's byte offset and its encoded keys and values. The emulator and gpu
+    /// engines write the same rows.
+    pub fn for_each_random_kv_slice(
+        &self,
+        depth: usize,
+        seed: u64,
+        mut write: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let d = self.dims;
+        if depth > d.max_context as usize {
+            bail!(
+                "cannot fill {depth} positions: the KV cache holds {}",
+                d.max_context
+            );
+        }
+        let (rows, hd) = (d.max_context as usize, d.head_dim as usize);
+        for i in 0..(d.layers * d.kv_heads) as usize {
+            let base = seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
+            let keys = super::kv::encode(
+                &qwenmk_weights::synthetic::random_values(base, depth * hd),
+                self.kv,
+            );
+            let values = super::kv::encode(
+                &qwenmk_weights::synthetic::random_values(!base, depth * hd),
+                self.kv,
+            );
+            write(i * rows * hd * self.kv.bytes(), &keys, &values)?;
+        }
+        Ok(())
+    }
+
     /// A plan for `config` with a KV cache of `max_context` positions of `kv` values on a
     /// `grid × block` launch.
     pub fn new(

@@ -19,7 +19,6 @@ use qwenmk_weights::PackedModel;
 use super::launch::{KernelAttributes, StepKernel};
 use super::memory::{bytes_needed, choose_max_context};
 use super::probe::{GpuInfo, probe};
-use crate::engine::kv;
 use crate::engine::plan::{StepPlan, WeightPointers, describe_step_error};
 use crate::engine::{Engine, Next, Sampling, ensure_room};
 
@@ -315,36 +314,19 @@ impl GpuEngine {
     /// `depth` decode steps.
     pub fn fill_random(&mut self, depth: usize, seed: u64) -> Result<()> {
         self.refuse_after_failure()?;
-        let d = self.plan.dims;
-        if depth > d.max_context as usize {
-            bail!(
-                "cannot fill {depth} positions: the KV cache holds {}",
-                d.max_context
-            );
-        }
-        let (rows, hd) = (d.max_context as usize, d.head_dim as usize);
-        let kv = self.plan.kv;
         let stream = self.kernel.stream().clone();
-        for i in 0..(d.layers * d.kv_heads) as usize {
-            let at = i * rows * hd * kv.bytes();
-            let base = seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
-            let keys = kv::encode(
-                &qwenmk_weights::synthetic::random_values(base, depth * hd),
-                kv,
-            );
-            let values = kv::encode(
-                &qwenmk_weights::synthetic::random_values(!base, depth * hd),
-                kv,
-            );
-            let mut k = self.buffers._k_cache.slice_mut(at..at + keys.len());
-            stream
-                .memcpy_htod(&keys, &mut k)
-                .context("writing the K cache")?;
-            let mut v = self.buffers._v_cache.slice_mut(at..at + values.len());
-            stream
-                .memcpy_htod(&values, &mut v)
-                .context("writing the V cache")?;
-        }
+        let buffers = &mut self.buffers;
+        self.plan
+            .for_each_random_kv_slice(depth, seed, |at, keys, values| {
+                let mut k = buffers._k_cache.slice_mut(at..at + keys.len());
+                stream
+                    .memcpy_htod(keys, &mut k)
+                    .context("writing the K cache")?;
+                let mut v = buffers._v_cache.slice_mut(at..at + values.len());
+                stream
+                    .memcpy_htod(values, &mut v)
+                    .context("writing the V cache")
+            })?;
         self.position = depth;
         self.last_output = None;
         Ok(())
