@@ -62,17 +62,48 @@ impl KvBytes {
     }
 }
 
+/// Four f32s, 16-byte aligned: the unit the step's vectors are allocated in, as the GPU's
+/// allocations are aligned, because the kernel reads and writes them 4 values at a time.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Default)]
+struct Quad([f32; 4]);
+
+/// Zeroed f32s in [`Quad`]s.
+struct F32s(Vec<Quad>);
+
+impl F32s {
+    fn zeroed(len: usize) -> Self {
+        F32s(vec![Quad::default(); len.div_ceil(4)])
+    }
+
+    fn from_values(values: &[f32]) -> Self {
+        let mut quads = Self::zeroed(values.len());
+        for (quad, chunk) in quads.0.iter_mut().zip(values.chunks(4)) {
+            quad.0[..chunk.len()].copy_from_slice(chunk);
+        }
+        quads
+    }
+
+    fn as_ptr(&self) -> *const f32 {
+        self.0.as_ptr().cast()
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut f32 {
+        self.0.as_mut_ptr().cast()
+    }
+}
+
 /// Host buffers the kernel works in, sized by the plan.
 struct Buffers {
-    rope: Vec<f32>,
+    rope: F32s,
     k_cache: KvBytes,
     v_cache: KvBytes,
-    x: Vec<f32>,
-    qkv: Vec<f32>,
-    attn_partial: Vec<f32>,
+    x: F32s,
+    qkv: F32s,
+    attn_partial: F32s,
     attn_tickets: Vec<u32>,
-    attn_out: Vec<f32>,
-    act: Vec<f32>,
+    attn_out: F32s,
+    act: F32s,
 }
 
 /// The sampler's state: input tokens by position, the penalty mask, the candidate lists and
@@ -127,15 +158,19 @@ impl EmulatorEngine {
         let plan = StepPlan::new(config, max_context, grid, block, shape, kv)?;
         let lens = plan.buffers();
         let buffers = Buffers {
-            rope: rope_table(config.rope_theta, plan.dims.head_dim, plan.dims.max_context),
+            rope: F32s::from_values(&rope_table(
+                config.rope_theta,
+                plan.dims.head_dim,
+                plan.dims.max_context,
+            )),
             k_cache: KvBytes::zeroed(lens.kv_cache_bytes()),
             v_cache: KvBytes::zeroed(lens.kv_cache_bytes()),
-            x: vec![0.0; lens.x],
-            qkv: vec![0.0; lens.qkv],
-            attn_partial: vec![0.0; lens.attn_partial],
+            x: F32s::zeroed(lens.x),
+            qkv: F32s::zeroed(lens.qkv),
+            attn_partial: F32s::zeroed(lens.attn_partial),
             attn_tickets: vec![0; lens.attn_tickets],
-            attn_out: vec![0.0; lens.attn_out],
-            act: vec![0.0; lens.act],
+            attn_out: F32s::zeroed(lens.attn_out),
+            act: F32s::zeroed(lens.act),
         };
         let weights = WeightPointers::new(&model, model.payload().as_ptr() as u64);
         let sampler = SamplerBuffers {

@@ -105,6 +105,20 @@ unsafe fn staged_x8(xs: *const f32, n: u32, m: u32) -> ([f32; 4], [f32; 4]) {
     }
 }
 
+/// Stores values `8m .. 8m + 8` of an `n`-value vector into `xs`, staged as [`staged_index`]
+/// lays them out (what [`staged_x8`] reads back): two 16-byte stores.
+///
+/// # Safety
+/// `xs` must hold `n` f32s, 16-byte aligned; `m < n / 8`.
+#[inline(always)]
+pub unsafe fn store_staged8(xs: *mut f32, n: usize, m: usize, v: [f32; 8]) {
+    // SAFETY: as in `staged_x8`: both halves hold `n / 2` values and `4m + 4 ≤ n / 2`.
+    unsafe {
+        device::store_f32x4(xs.add(4 * m), [v[0], v[1], v[2], v[3]]);
+        device::store_f32x4(xs.add(n / 2 + 4 * m), [v[4], v[5], v[6], v[7]]);
+    }
+}
+
 /// `acc + Σ w[i]·x[i]` over 8 BF16 weights (one 128-bit load) and their 8 f32 activations
 /// (`lo` then `hi`), with fused multiply-adds.
 #[inline(always)]
@@ -161,6 +175,13 @@ unsafe fn load_group<const R: usize>(
     });
 }
 
+/// Independent sums each lane keeps per row: load `g` of a group adds into sum `g % ACCUMULATORS`.
+/// One sum would chain every fused multiply-add of a row behind the previous one (4 cycles
+/// each): gate/up's 64 per group, over 250 cycles a group with the loads long arrived.
+pub const ACCUMULATORS: usize = 4;
+// The sums are added pairwise at the end of a unit, written out for four.
+const _: () = assert!(ACCUMULATORS == 4);
+
 /// Adds to `partial[r]` the dot products of the `n` loads `w[r][..n]` with their activations:
 /// load `g` meets the 8 staged values of weight load `m0 + g · lanes` of the row.
 ///
@@ -168,7 +189,7 @@ unsafe fn load_group<const R: usize>(
 /// `xs` must hold `cols` staged values ([`staged_index`]) and `m0 + (n − 1) · lanes < cols / 8`.
 #[inline(always)]
 unsafe fn dot_group<const R: usize>(
-    partial: &mut [f32; R],
+    partial: &mut [[f32; ACCUMULATORS]; R],
     w: &[[[u32; 4]; LOADS_IN_FLIGHT]; R],
     xs: *const f32,
     cols: u32,
@@ -182,7 +203,8 @@ unsafe fn dot_group<const R: usize>(
             let x8 = unsafe { staged_x8(xs, cols, m0 + g as u32 * lanes) };
             let mut r = 0;
             while r < R {
-                partial[r] = dot8(w[r][g], x8, partial[r]);
+                let a = g % ACCUMULATORS;
+                partial[r][a] = dot8(w[r][g], x8, partial[r][a]);
                 r += 1;
             }
         }
@@ -258,7 +280,7 @@ pub unsafe fn matvec_passes<const R: usize>(
     let mut base = split.first_unit;
     while base < units {
         let unit = base + split.group;
-        let mut partial = [0.0f32; R];
+        let mut sums = [[0.0f32; ACCUMULATORS]; R];
         if unit < units {
             // The unit's first row, in 16-byte loads.
             let first = unit * R as u32 * loads_per_row + split.sub;
@@ -274,7 +296,7 @@ pub unsafe fn matvec_passes<const R: usize>(
                 // SAFETY: as above.
                 unsafe {
                     dot_group::<R>(
-                        &mut partial,
+                        &mut sums,
                         &w,
                         xs,
                         cols,
@@ -285,6 +307,13 @@ pub unsafe fn matvec_passes<const R: usize>(
                 };
                 k += n;
             }
+        }
+        let mut partial = [0.0f32; R];
+        let mut r = 0;
+        while r < R {
+            let s = &sums[r];
+            partial[r] = (s[0] + s[1]) + (s[2] + s[3]);
+            r += 1;
         }
         // Every lane takes part in the shuffles, even past the last unit.
         let mut offset = lanes_per_row / 2;

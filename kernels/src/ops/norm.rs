@@ -1,7 +1,7 @@
 //! RMSNorm, as Qwen3 computes it: `x · rsqrt(mean(x²) + eps) · weight`, in f32.
 
 use crate::device;
-use crate::ops::matvec::staged_index;
+use crate::ops::matvec::store_staged8;
 
 /// Sum over the whole block; every thread gets the result. The function ends with the block
 /// synchronised.
@@ -29,40 +29,90 @@ pub unsafe fn block_sum(v: f32, scratch: *mut f32) -> f32 {
 }
 
 /// Every block normalises `x` itself into `out` (its shared memory), laid out for a matvec
-/// ([`staged_index`]): redundant work that saves a grid barrier. `x` is f32 or BF16 through
-/// `read`.
+/// ([`crate::ops::matvec::staged_index`]): redundant work that saves a grid barrier. `read8(m)`
+/// gives values `8m .. 8m + 8` of `x` (f32 or BF16): each thread reads whole 16-byte pieces, so
+/// a block of 256 threads reads Qwen3's 1,024 values in one round trip, not four dependent ones.
 ///
 /// # Safety
-/// `out` must hold `n` f32s (`n` a multiple of 8), `weight` `n` BF16 values, `scratch` one f32 per warp; every
-/// thread of the block must call this function.
+/// `out` must hold `n` f32s (`n` a multiple of 8), 16-byte aligned; `weight` `n` BF16 values,
+/// 16-byte aligned; `scratch` one f32 per warp; every thread of the block must call this
+/// function.
 #[inline(always)]
 pub unsafe fn rmsnorm_block(
-    read: impl Fn(usize) -> f32,
+    read8: impl Fn(usize) -> [f32; 8],
     n: usize,
     weight: *const u16,
     eps: f32,
     out: *mut f32,
     scratch: *mut f32,
 ) {
+    let octets = n / 8;
     let mut sum_sq = 0.0f32;
-    let mut i = device::thread_idx() as usize;
-    while i < n {
-        let v = read(i);
-        sum_sq += v * v;
-        i += device::block_dim() as usize;
+    let mut m = device::thread_idx() as usize;
+    while m < octets {
+        let v = read8(m);
+        let mut i = 0;
+        while i < 8 {
+            sum_sq = device::fma(v[i], v[i], sum_sq);
+            i += 1;
+        }
+        m += device::block_dim() as usize;
     }
     // SAFETY: forwarded contract.
     let scale = device::rsqrt(unsafe { block_sum(sum_sq, scratch) } / n as f32 + eps);
-    let mut i = device::thread_idx() as usize;
-    while i < n {
-        // SAFETY: `i < n` for both buffers.
-        unsafe {
-            out.add(staged_index(i, n))
-                .write(read(i) * scale * bf16(weight, i))
-        };
-        i += device::block_dim() as usize;
+    let mut m = device::thread_idx() as usize;
+    while m < octets {
+        // The weights and the values again (from L1 now) are loaded together.
+        // SAFETY: `8m + 8 ≤ n` for both buffers.
+        let (v, w) = (read8(m), unsafe { bf16x8(weight, m) });
+        let mut normed = [0.0f32; 8];
+        let mut i = 0;
+        while i < 8 {
+            normed[i] = v[i] * scale * w[i];
+            i += 1;
+        }
+        // SAFETY: `m < n / 8`; `out` holds `n` values.
+        unsafe { store_staged8(out, n, m, normed) };
+        m += device::block_dim() as usize;
     }
     device::sync_threads();
+}
+
+/// BF16 values `8m .. 8m + 8` of `p`, widened: one 16-byte load through the non-coherent
+/// path.
+///
+/// # Safety
+/// `p` must be 16-byte aligned and hold at least `8m + 8` values that nothing writes during
+/// the launch.
+#[inline(always)]
+pub unsafe fn bf16x8(p: *const u16, m: usize) -> [f32; 8] {
+    // SAFETY: forwarded contract.
+    let w = unsafe { device::load_global_nc_v4(p.add(8 * m).cast::<[u32; 4]>()) };
+    let mut out = [0.0f32; 8];
+    let mut i = 0;
+    while i < 4 {
+        let (a, b) = device::bf16x2_to_f32(w[i]);
+        out[2 * i] = a;
+        out[2 * i + 1] = b;
+        i += 1;
+    }
+    out
+}
+
+/// f32 values `8m .. 8m + 8` of `p` with two plain 16-byte loads (memory this launch writes).
+///
+/// # Safety
+/// `p` must be 16-byte aligned and hold at least `8m + 8` values.
+#[inline(always)]
+pub unsafe fn f32x8(p: *const f32, m: usize) -> [f32; 8] {
+    // SAFETY: forwarded contract.
+    let (a, b) = unsafe {
+        (
+            device::load_f32x4(p.add(8 * m)),
+            device::load_f32x4(p.add(8 * m + 4)),
+        )
+    };
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
 }
 
 /// RMSNorm of one attention head's `n` values in place, by one warp (lanes stride over the

@@ -19,8 +19,8 @@ pub mod host;
 pub mod sync;
 
 use crate::device;
-use crate::ops::matvec::{matvec, prefetch, staged_index};
-use crate::ops::norm::{bf16, rmsnorm_block};
+use crate::ops::matvec::{matvec, prefetch, store_staged8};
+use crate::ops::norm::{bf16, bf16x8, f32x8, rmsnorm_block};
 use crate::ops::sample::{self, SampleParams, lm_head_sample};
 use attention::{Bf16, F32, attention_split, attention_stage, item_rows};
 use sync::{ErrorKind, GridSync, SYNC_SHARED_BYTES, Stage, StepError, record_error};
@@ -286,16 +286,62 @@ pub const fn barriers_per_step(layers: u32, splits: u32) -> u32 {
 }
 
 /// Copies `n` f32s of global `src` into the block's shared work area, laid out for a matvec
-/// ([`staged_index`]), and synchronises.
+/// ([`crate::ops::matvec::staged_index`]), and synchronises. Each thread moves 8 values at a time, two such pieces
+/// per round with all four 16-byte loads in flight together: 2,048 or 3,072 values are one or
+/// two round trips to L2 per thread, not 8 or 12 dependent ones.
+///
+/// # Safety
+/// `src` and `work` must hold `n` f32s (`n` a multiple of 8), 16-byte aligned; every thread of
+/// the block must call this function.
 #[inline(always)]
 unsafe fn stage_vector(work: *mut f32, src: *const f32, n: usize) {
-    let mut i = device::thread_idx() as usize;
-    while i < n {
-        // SAFETY: the work area holds the largest vector; `src` holds `n` values.
-        unsafe { work.add(staged_index(i, n)).write(src.add(i).read()) };
-        i += device::block_dim() as usize;
+    let octets = n / 8;
+    let threads = device::block_dim() as usize;
+    let mut m = device::thread_idx() as usize;
+    while m < octets {
+        let second = m + threads;
+        // SAFETY: `m < octets`, and `second` is read only when it is below it too.
+        let (a, b) = unsafe {
+            (
+                f32x8(src, m),
+                if second < octets {
+                    f32x8(src, second)
+                } else {
+                    [0.0; 8]
+                },
+            )
+        };
+        // SAFETY: as above; the work area holds the largest vector.
+        unsafe {
+            store_staged8(work, n, m, a);
+            if second < octets {
+                store_staged8(work, n, second, b);
+            }
+        }
+        m += 2 * threads;
     }
     device::sync_threads();
+}
+
+/// Asks L2 for `bytes` at `start`, one 128-byte line per thread of the grid's last block: for
+/// the small tensors (norm weights, a RoPE row) that a later stage reads at once from many
+/// blocks. Asked for early, they are in L2 when the stage starts; read on demand, their miss
+/// would queue behind the megabytes of weights that the barriers' prefetches ask HBM for.
+///
+/// # Safety
+/// `start .. start + bytes` must be global memory.
+#[inline(always)]
+unsafe fn prefetch_small(start: *const u8, bytes: usize) {
+    const LINE_BYTES: usize = 128;
+    if device::block_idx() + 1 != device::grid_dim() {
+        return;
+    }
+    let mut line = device::thread_idx() as usize;
+    while line * LINE_BYTES < bytes {
+        // SAFETY: inside the range (forwarded contract).
+        unsafe { device::prefetch_l2(start.add(line * LINE_BYTES)) };
+        line += device::block_dim() as usize;
+    }
 }
 
 /// `x[row] += v`: a projection's output joins the residual stream (each row has one writer).
@@ -422,9 +468,19 @@ pub unsafe fn decode_step(p: &StepParams) {
         // 1. RMSNorm (every block) and the fused QKV projection.
         // SAFETY: buffers sized per `StepParams`.
         unsafe {
+            // What attention and the second RMSNorm read, asked for before this stage's
+            // weights leave room in HBM's queue for the O and gate/up prefetches.
+            let head_bytes = d.head_dim as usize * 2;
+            prefetch_small(w.q_norm.cast(), head_bytes);
+            prefetch_small(w.k_norm.cast(), head_bytes);
+            prefetch_small(
+                p.rope.add(pos as usize * d.head_dim as usize).cast(),
+                2 * head_bytes,
+            );
+            prefetch_small(w.post_norm.cast(), d.hidden as usize * 2);
             if layer == 0 {
                 rmsnorm_block(
-                    |i| bf16(embedding_row, i),
+                    |m| bf16x8(embedding_row, m),
                     d.hidden as usize,
                     w.input_norm,
                     d.rms_eps,
@@ -433,7 +489,7 @@ pub unsafe fn decode_step(p: &StepParams) {
                 );
             } else {
                 rmsnorm_block(
-                    |i| p.x.add(i).read(),
+                    |m| f32x8(p.x, m),
                     d.hidden as usize,
                     w.input_norm,
                     d.rms_eps,
@@ -489,8 +545,14 @@ pub unsafe fn decode_step(p: &StepParams) {
         // 4. RMSNorm (every block), gate and up together, SiLU(gate)·up.
         // SAFETY: as above; gate_up rows 2j and 2j+1 are gate and up of output j.
         unsafe {
+            // The next RMSNorm's weights, two stages ahead.
+            let next_norm = match next {
+                Some(n) => n.input_norm,
+                None => p.final_norm,
+            };
+            prefetch_small(next_norm.cast(), d.hidden as usize * 2);
             rmsnorm_block(
-                |i| p.x.add(i).read(),
+                |m| f32x8(p.x, m),
                 d.hidden as usize,
                 w.post_norm,
                 d.rms_eps,
@@ -538,7 +600,7 @@ pub unsafe fn decode_step(p: &StepParams) {
     // SAFETY: as above.
     unsafe {
         rmsnorm_block(
-            |i| p.x.add(i).read(),
+            |m| f32x8(p.x, m),
             d.hidden as usize,
             p.final_norm,
             d.rms_eps,

@@ -19,6 +19,15 @@ use crate::timing::{self, Access, Kind, Report, cost::Cost, cost::cost};
 /// Simulated time after which a launch is reported as making no progress.
 const WATCHDOG_CYCLES: u64 = 30 * 1_755_000_000;
 
+/// `QWENMK_VGPU_TIMELINE=BLOCK,WARP`: the one warp whose every issue is logged to stderr
+/// (cycle since the launch began, PTX line, cycles until its result is ready, stall after it),
+/// to see where a stage's time goes.
+fn timeline_warp() -> Option<(u32, u32)> {
+    let v = std::env::var("QWENMK_VGPU_TIMELINE").ok()?;
+    let (b, w) = v.split_once(',')?;
+    Some((b.trim().parse().ok()?, w.trim().parse().ok()?))
+}
+
 /// Per-warp timing state.
 #[derive(Default, Clone)]
 struct Clock {
@@ -85,6 +94,15 @@ impl Grid<'_> {
             counters: machine.counters.clone(),
             arrivals: arrivals.into_iter().map(|(b, t)| (b, t - start)).collect(),
         };
+        if let Some(path) = std::env::var_os("QWENMK_VGPU_ARRIVALS") {
+            // A debugging aid beside the timeline: every arrival, one `block cycle` a line.
+            let text: String = report
+                .arrivals
+                .iter()
+                .map(|(b, t)| format!("{b} {t}\n"))
+                .collect();
+            let _ = std::fs::write(path, text);
+        }
         self.ctx.now = params.cycles_to_ns(last).ceil() as u64;
         self.machine = Some(machine);
         (result, report)
@@ -127,6 +145,7 @@ impl Grid<'_> {
         let sms = machine.sms().max(1);
         self.start_blocks(start, clocks, heap);
         let mut addrs: Vec<u64> = Vec::with_capacity(32);
+        let timeline = timeline_warp();
         while let Some(Reverse((t, w))) = heap.pop() {
             if self.warps[w].state != WarpState::Ready
                 && !matches!(self.warps[w].state, WarpState::Sleeping(_))
@@ -278,6 +297,18 @@ impl Grid<'_> {
                 0
             };
             clock.next = issue + c.sass as u64 + branch + extra;
+            if let Some((tb, tw)) = timeline
+                && self.ctx.slots[slot].block == Some(tb)
+                && w % wpb == tw as usize
+            {
+                eprintln!(
+                    "timeline {} line {} ready +{} stall +{}",
+                    issue - start,
+                    inst.line,
+                    result_ready - issue,
+                    extra
+                );
+            }
             match end {
                 RunEnd::Quantum => heap.push(Reverse((clock.next, w))),
                 RunEnd::Sleep(until_ns) => {
