@@ -119,21 +119,6 @@ pub unsafe fn store_staged8(xs: *mut f32, n: usize, m: usize, v: [f32; 8]) {
     }
 }
 
-/// `acc + Σ w[i]·x[i]` over 8 BF16 weights (one 128-bit load) and their 8 f32 activations
-/// (`lo` then `hi`), with fused multiply-adds.
-#[inline(always)]
-pub fn dot8(w: [u32; 4], (lo, hi): ([f32; 4], [f32; 4]), mut acc: f32) -> f32 {
-    let x = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]];
-    let mut i = 0;
-    while i < 4 {
-        let (a, b) = device::bf16x2_to_f32(w[i]);
-        acc = device::fma(a, x[2 * i], acc);
-        acc = device::fma(b, x[2 * i + 1], acc);
-        i += 1;
-    }
-    acc
-}
-
 /// How many of a row's `loads_per_row` 16-byte loads lane `sub` of `lanes` makes.
 #[inline(always)]
 fn loads_of_lane(sub: u32, loads_per_row: u32, lanes: u32) -> u32 {
@@ -175,15 +160,19 @@ unsafe fn load_group<const R: usize>(
     });
 }
 
-/// Independent sums each lane keeps per row: load `g` of a group adds into sum `g % ACCUMULATORS`.
-/// One sum would chain every fused multiply-add of a row behind the previous one (4 cycles
-/// each): gate/up's 64 per group, over 250 cycles a group with the loads long arrived.
+/// Independent sums each lane keeps per row: loads `2h` and `2h + 1` of a group add into sums
+/// `2h % 4` and `2h % 4 + 1`. One sum would chain every fused multiply-add of a row behind
+/// the previous one (4 cycles each): gate/up's 64 per group took over 250 cycles with the
+/// loads long arrived.
 pub const ACCUMULATORS: usize = 4;
 // The sums are added pairwise at the end of a unit, written out for four.
-const _: () = assert!(ACCUMULATORS == 4);
+const _: () = assert!(ACCUMULATORS == 4 && LOADS_IN_FLIGHT == 8);
 
 /// Adds to `partial[r]` the dot products of the `n` loads `w[r][..n]` with their activations:
-/// load `g` meets the 8 staged values of weight load `m0 + g · lanes` of the row.
+/// load `g` meets the 8 staged values of weight load `m0 + g · lanes` of the row. Loads are
+/// taken in pairs whose multiply-adds alternate between two sums (and between the `R` rows),
+/// so that each one's previous result is ready when it issues: in-order issue, as on the GPU,
+/// does not wait on a chain.
 ///
 /// # Safety
 /// `xs` must hold `cols` staged values ([`staged_index`]) and `m0 + (n − 1) · lanes < cols / 8`.
@@ -197,18 +186,43 @@ unsafe fn dot_group<const R: usize>(
     lanes: u32,
     n: u32,
 ) {
-    crate::unroll!(8; g => {
-        if (g as u32) < n {
-            // SAFETY: `m0 + g · lanes < cols / 8`.
-            let x8 = unsafe { staged_x8(xs, cols, m0 + g as u32 * lanes) };
-            let mut r = 0;
-            while r < R {
-                let a = g % ACCUMULATORS;
-                partial[r][a] = dot8(w[r][g], x8, partial[r][a]);
-                r += 1;
+    crate::unroll!(4; h => {
+        let (g0, g1) = (2 * h, 2 * h + 1);
+        if (g0 as u32) < n {
+            // SAFETY: `m0 + g · lanes < cols / 8` for each load that exists.
+            let xa = unsafe { staged_x8(xs, cols, m0 + g0 as u32 * lanes) };
+            // A group's odd last load is absent: its weights are zeros, and so are these.
+            let xb = if (g1 as u32) < n {
+                // SAFETY: as above.
+                unsafe { staged_x8(xs, cols, m0 + g1 as u32 * lanes) }
+            } else {
+                ([0.0; 4], [0.0; 4])
+            };
+            let (xa, xb) = (unstage(xa), unstage(xb));
+            let a = g0 % ACCUMULATORS;
+            let mut i = 0;
+            while i < 4 {
+                let mut r = 0;
+                while r < R {
+                    let (wa0, wa1) = device::bf16x2_to_f32(w[r][g0][i]);
+                    let (wb0, wb1) = device::bf16x2_to_f32(w[r][g1][i]);
+                    let sums = &mut partial[r];
+                    sums[a] = device::fma(wa0, xa[2 * i], sums[a]);
+                    sums[a + 1] = device::fma(wb0, xb[2 * i], sums[a + 1]);
+                    sums[a] = device::fma(wa1, xa[2 * i + 1], sums[a]);
+                    sums[a + 1] = device::fma(wb1, xb[2 * i + 1], sums[a + 1]);
+                    r += 1;
+                }
+                i += 1;
             }
         }
     });
+}
+
+/// The 8 activations of one weight load, in order, from [`staged_x8`]'s two halves.
+#[inline(always)]
+fn unstage((lo, hi): ([f32; 4], [f32; 4])) -> [f32; 8] {
+    [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
 }
 
 /// `epilogue(unit, [W[unit·R + r] · x for r in 0..R])` for every unit of `R` rows of the

@@ -545,9 +545,15 @@ pub unsafe fn decode_step(p: &StepParams) {
         // 4. RMSNorm (every block), gate and up together, SiLU(gate)·up.
         // SAFETY: as above; gate_up rows 2j and 2j+1 are gate and up of output j.
         unsafe {
-            // The next RMSNorm's weights, two stages ahead.
+            // The next RMSNorm's weights, two stages ahead, and the next layer's pointers.
             let next_norm = match next {
-                Some(n) => n.input_norm,
+                Some(n) => {
+                    prefetch_small(
+                        p.layers.add(layer as usize + 1).cast(),
+                        core::mem::size_of::<LayerPointers>(),
+                    );
+                    n.input_norm
+                }
                 None => p.final_norm,
             };
             prefetch_small(next_norm.cast(), d.hidden as usize * 2);
