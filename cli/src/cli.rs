@@ -40,7 +40,8 @@ pub enum Command {
     /// Measure decode speed at several KV-cache depths: tok/s, µs per token, effective GB/s,
     /// % of the GPU's peak bandwidth and the bandwidth roofline.
     ///
-    /// For each depth the KV cache is filled to that depth with real decode steps, then
+    /// For each depth the KV cache is filled to that depth (with decode steps, or with random
+    /// rows: --fill), then
     /// `-n` tokens are decoded `-r` times from that same depth after a warm-up. The table
     /// (or JSON, or CSV) goes to stdout; notices and a progress bar to stderr.
     Bench(BenchArgs),
@@ -49,8 +50,9 @@ pub enum Command {
 /// Where the model comes from: a local directory or a Hugging Face hub repository.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// A local checkpoint directory (with config.json), a hub repository id, or (for `generate`
-    /// and `bench`) a packed .qwenmk file from `qwenmk pack -o`, which needs nothing else.
+    /// A local checkpoint directory (with config.json), a hub repository id, or (for
+    /// `generate`, `chat` and `bench`) a packed .qwenmk file from `qwenmk pack -o`, which needs
+    /// nothing else.
     #[arg(long, short = 'm', default_value = "Qwen/Qwen3-0.6B")]
     pub model: String,
     /// The hub revision (branch, tag or commit) to use.

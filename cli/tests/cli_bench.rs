@@ -42,7 +42,7 @@ fn cpu_json_has_every_depth_and_sample() {
     let (json, err) = bench_json(
         &sandbox,
         &[
-            "-m", model, "--device", "cpu", "--depth", "0,16,48", "-n", "4", "-p", "6", "-r", "2",
+            "-m", model, "--device", "cpu", "-d", "0,16,48", "-n", "4", "-p", "6", "-r", "2",
         ],
     );
     // The runs from the deepest depth: 6 prompt tokens, more than the 4 decoded.

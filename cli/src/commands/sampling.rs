@@ -107,6 +107,16 @@ mod tests {
         );
         let greedy = resolve(&args(), &GenerationDefaults::default(), 100, &mut quiet).unwrap();
         assert!(greedy.is_greedy());
+        // `do_sample: false` is greedy even where the file also names a temperature.
+        let no_sampling = GenerationDefaults {
+            do_sample: Some(false),
+            ..qwen.clone()
+        };
+        assert!(
+            resolve(&args(), &no_sampling, 100, &mut quiet)
+                .unwrap()
+                .is_greedy()
+        );
         let mut flags = args();
         flags.temp = Some(0.0);
         assert!(resolve(&flags, &qwen, 100, &mut quiet).unwrap().is_greedy());
