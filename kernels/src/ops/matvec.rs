@@ -164,9 +164,9 @@ unsafe fn load_group<const R: usize>(
 /// `2h % 4` and `2h % 4 + 1`. One sum would chain every fused multiply-add of a row behind
 /// the previous one (4 cycles each): gate/up's 64 per group took over 250 cycles with the
 /// loads long arrived.
-pub const ACCUMULATORS: usize = 4;
-// The sums are added pairwise at the end of a unit, written out for four.
-const _: () = assert!(ACCUMULATORS == 4 && LOADS_IN_FLIGHT == 8);
+pub const ACCUMULATORS: usize = 2;
+// The sums are added at the end of a unit, written out for two.
+const _: () = assert!(ACCUMULATORS == 2 && LOADS_IN_FLIGHT == 8);
 
 /// Adds to `partial[r]` the dot products of the `n` loads `w[r][..n]` with their activations:
 /// load `g` meets the 8 staged values of weight load `m0 + g · lanes` of the row. Loads are
@@ -199,7 +199,7 @@ unsafe fn dot_group<const R: usize>(
                 ([0.0; 4], [0.0; 4])
             };
             let (xa, xb) = (unstage(xa), unstage(xb));
-            let a = g0 % ACCUMULATORS;
+            let a = 0;
             let mut i = 0;
             while i < 4 {
                 let mut r = 0;
@@ -326,7 +326,7 @@ pub unsafe fn matvec_passes<const R: usize>(
         let mut r = 0;
         while r < R {
             let s = &sums[r];
-            partial[r] = (s[0] + s[1]) + (s[2] + s[3]);
+            partial[r] = s[0] + s[1];
             r += 1;
         }
         // Every lane takes part in the shuffles, even past the last unit.

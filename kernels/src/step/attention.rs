@@ -23,7 +23,7 @@
 //! Items go to warps block by block first (warp `w` of block `b` takes item `w · grid + b`),
 //! so short contexts spread over every SM instead of filling the first blocks.
 
-use super::{LayerPointers, StepParams};
+use super::{KvDtype, LayerPointers, StepParams};
 use crate::device;
 
 /// Values of a head each lane holds: two 16-byte loads of f32, one of BF16.
@@ -567,10 +567,22 @@ pub unsafe fn attend<E: KvElem>(p: &StepParams, w: &LayerPointers, item: Attenti
         }
     }
 
-    // 3. The cached keys: each round gives every key group one key; BATCH rounds of keys and
+    // 3. The new position first, in key group 0 only (the others add nothing): its key and
+    //    value are then dead before the cached keys' loop, which needs the registers.
+    let mut run = [Running::EMPTY; HEADS_PER_ITEM];
+    if holds_new {
+        let mine = lanes.group == 0;
+        crate::unroll!(2; h => {
+            let s = lanes.sum(dot(&q[h], &k_new)) * d.attention_scale;
+            if mine {
+                run[h].merge(s, 1.0, &v_new);
+            }
+        });
+    }
+
+    // 4. The cached keys: each round gives every key group one key; BATCH rounds of keys and
     //    values are loaded before the first is used. Keys past the chunk read a valid row and
     //    are masked.
-    let mut run = [Running::EMPTY; HEADS_PER_ITEM];
     let per_round = lanes.groups;
     let mut round_start = start;
     while round_start < cached_end {
@@ -620,17 +632,6 @@ pub unsafe fn attend<E: KvElem>(p: &StepParams, w: &LayerPointers, item: Attenti
             r.max = batch_max;
         });
         round_start += BATCH as u32 * per_round;
-    }
-
-    // 4. The new position, in key group 0 only (the others add nothing).
-    if holds_new {
-        let mine = lanes.group == 0;
-        crate::unroll!(2; h => {
-            let s = lanes.sum(dot(&q[h], &k_new)) * d.attention_scale;
-            if mine {
-                run[h].merge(s, 1.0, &v_new);
-            }
-        });
     }
 
     // 5. One result per head from the key groups'.
@@ -746,4 +747,59 @@ unsafe fn combine(p: &StepParams, first_head: u32, heads: u32, splits: u32, lane
             }
         }
     });
+}
+
+/// Asks L2 for the cached K and V rows that `layer`'s attention will read at `pos`: the first
+/// rows of every chunk of every KV head, as many as `budget_bytes` allows (all of them at
+/// short depths), spread over every thread of the grid. Issued at the start of the layer's
+/// QKV stage, they reach L2 before the O and gate/up prefetches that the barriers ask for
+/// next; read on demand, an item's first keys queued in HBM behind those megabytes.
+///
+/// # Safety
+/// The step's buffers as [`StepParams`] documents them; `split` is this step's split.
+#[inline(always)]
+pub unsafe fn prefetch_kv(
+    p: &StepParams,
+    layer: u32,
+    pos: u32,
+    split: AttentionSplit,
+    budget_bytes: usize,
+) {
+    const LINE_BYTES: usize = 128;
+    let d = &p.dims;
+    let elem_bytes = if p.kv_dtype == KvDtype::Bf16.code() {
+        2
+    } else {
+        4
+    };
+    let row_bytes = d.head_dim as usize * elem_bytes;
+    let ranges = 2 * d.kv_heads as usize * split.splits as usize;
+    // Rows of each chunk asked for: the chunk, or what the budget leaves each (at least one).
+    let rows = (budget_bytes / (ranges * row_bytes).max(1)).clamp(1, split.chunk as usize);
+    let lines_per_range = (rows * row_bytes).div_ceil(LINE_BYTES);
+    let total = ranges * lines_per_range;
+    let stride = (device::grid_dim() * device::block_dim()) as usize;
+    let mut i = (device::block_idx() * device::block_dim() + device::thread_idx()) as usize;
+    while i < total {
+        let (range, line) = (i / lines_per_range, i % lines_per_range);
+        let chunk = range % split.splits as usize;
+        let head = (range / split.splits as usize) % d.kv_heads as usize;
+        let cache = if range < ranges / 2 {
+            p.k_cache
+        } else {
+            p.v_cache
+        };
+        let first_row = chunk * split.chunk as usize;
+        let byte = line * LINE_BYTES;
+        // Only rows before `pos` are in the cache (this step writes `pos`).
+        if first_row * row_bytes + byte < pos as usize * row_bytes {
+            let at = ((layer as usize * d.kv_heads as usize + head) * d.max_context as usize
+                + first_row)
+                * row_bytes
+                + byte;
+            // SAFETY: a row below `pos < max_context` of this layer and head: inside the cache.
+            unsafe { device::prefetch_l2(cache.add(at)) };
+        }
+        i += stride;
+    }
 }

@@ -22,12 +22,16 @@ use crate::device;
 use crate::ops::matvec::{matvec, prefetch, store_staged8};
 use crate::ops::norm::{bf16, bf16x8, f32x8, rmsnorm_block};
 use crate::ops::sample::{self, SampleParams, lm_head_sample};
-use attention::{Bf16, F32, attention_split, attention_stage, item_rows};
+use attention::{Bf16, F32, attention_split, attention_stage, item_rows, prefetch_kv};
 use sync::{ErrorKind, GridSync, SYNC_SHARED_BYTES, Stage, StepError, record_error};
 
 /// Bytes of weights one stage boundary may prefetch into L2 (see
 /// [`device::L2_PREFETCH_BUDGET_BYTES`]).
 const L2_BUDGET: usize = device::L2_PREFETCH_BUDGET_BYTES;
+
+/// Bytes of KV-cache rows one layer may ask L2 for ahead of its attention: half the weights'
+/// budget, since the O and gate/up weights are asked for while they are still there.
+const KV_PREFETCH_BUDGET: usize = device::L2_PREFETCH_BUDGET_BYTES / 2;
 
 /// The model's shape, from `config.json`.
 #[repr(C)]
@@ -478,6 +482,7 @@ pub unsafe fn decode_step(p: &StepParams) {
                 2 * head_bytes,
             );
             prefetch_small(w.post_norm.cast(), d.hidden as usize * 2);
+            prefetch_kv(p, layer, pos, split, KV_PREFETCH_BUDGET);
             if layer == 0 {
                 rmsnorm_block(
                     |m| bf16x8(embedding_row, m),
