@@ -6,6 +6,7 @@
 mod calibrate;
 mod fixtures;
 mod gpu_check;
+mod in_flight;
 mod peers;
 mod ptx;
 mod vgpu;

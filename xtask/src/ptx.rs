@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+
+use crate::in_flight;
 use qwenmk::ptx::{MODULES, PtxModule, arch_names, module_named};
 use qwenmk::ptxas::{assemble, find_ptxas};
 
@@ -59,8 +61,12 @@ pub fn run(args: &[String]) -> Result<()> {
         "arch", "kernel", "registers", "stack", "spill st", "spill ld", "smem"
     );
     let mut unclean = Vec::new();
+    let mut step_registers = None;
     for module in modules {
         let reports = assemble(&ptxas, module.ptx, module.arch)?;
+        if let Some(step) = reports.iter().find(|r| r.name == "qwenmk_decode_step") {
+            step_registers = Some(step_registers.unwrap_or(0).max(step.registers));
+        }
         for r in &reports {
             println!(
                 "{:<6} {:<24} {:>9} {:>7} {:>8} {:>8} {:>6}",
@@ -79,6 +85,9 @@ pub fn run(args: &[String]) -> Result<()> {
                 .filter(|r| !r.is_clean())
                 .map(|r| format!("{} ({})", r.name, module.arch)),
         );
+    }
+    if let Some(registers) = step_registers {
+        print!("{}", in_flight::table(&in_flight::qwen3_dims(), registers));
     }
     if !unclean.is_empty() {
         bail!(

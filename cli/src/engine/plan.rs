@@ -108,6 +108,22 @@ pub fn check_supported(c: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
+/// The kernel's view of `config`, with a KV cache of `max_context` positions.
+pub fn model_dims(config: &ModelConfig, max_context: u32) -> ModelDims {
+    ModelDims {
+        hidden: config.hidden_size as u32,
+        intermediate: config.intermediate_size as u32,
+        layers: config.num_hidden_layers as u32,
+        q_heads: config.num_attention_heads as u32,
+        kv_heads: config.num_key_value_heads as u32,
+        head_dim: config.head_dim as u32,
+        vocab: config.vocab_size as u32,
+        max_context,
+        rms_eps: config.rms_norm_eps as f32,
+        attention_scale: (config.head_dim as f32).powf(-0.5),
+    }
+}
+
 impl StepPlan {
     /// The pseudo-random K and V rows with which `--fill random` fills positions `0..depth` of
     /// the device-layout caches (one slice of `max_context` rows per layer and KV head): `write`
@@ -159,18 +175,7 @@ impl StepPlan {
                 config.max_position_embeddings
             );
         }
-        let dims = ModelDims {
-            hidden: config.hidden_size as u32,
-            intermediate: config.intermediate_size as u32,
-            layers: config.num_hidden_layers as u32,
-            q_heads: config.num_attention_heads as u32,
-            kv_heads: config.num_key_value_heads as u32,
-            head_dim: config.head_dim as u32,
-            vocab: config.vocab_size as u32,
-            max_context: max_context as u32,
-            rms_eps: config.rms_norm_eps as f32,
-            attention_scale: (config.head_dim as f32).powf(-0.5),
-        };
+        let dims = model_dims(config, max_context as u32);
         let warps_per_block = block / 32;
         Ok(StepPlan {
             shared_bytes: step::shared_bytes(&dims, &shape, warps_per_block),

@@ -58,21 +58,43 @@ pub const LOADS_IN_FLIGHT: usize = 8;
 /// prefetch for it call it alike.
 #[inline(always)]
 pub fn lanes_for(units: u32, cols: u32, base: u32) -> u32 {
-    let warps = device::grid_dim() * device::warps_per_block();
+    lanes_for_warps(
+        units,
+        cols,
+        base,
+        device::grid_dim() * device::warps_per_block(),
+    )
+}
+
+/// [`lanes_for`] for a grid of `warps` warps (the host's reports call it too).
+pub const fn lanes_for_warps(units: u32, cols: u32, base: u32, warps: u32) -> u32 {
     let loads_per_row = cols / VALUES_PER_LOAD;
-    let cost = |lanes: u32| {
-        let units_per_pass = warps * (device::WARP_SIZE / lanes);
-        units.div_ceil(units_per_pass) * loads_per_row.div_ceil(lanes)
-    };
     let mut best = base;
     let mut lanes = base;
     while lanes < device::WARP_SIZE && loads_per_row >= 4 * (lanes * 2) {
         lanes *= 2;
-        if cost(lanes) < cost(best) {
+        if busiest_lane_loads(units, loads_per_row, lanes, warps)
+            < busiest_lane_loads(units, loads_per_row, best, warps)
+        {
             best = lanes;
         }
     }
     best
+}
+
+/// Loads the busiest lane makes over a matrix: passes × loads per lane of a row.
+const fn busiest_lane_loads(units: u32, loads_per_row: u32, lanes: u32, warps: u32) -> u32 {
+    let units_per_pass = warps * (device::WARP_SIZE / lanes);
+    units.div_ceil(units_per_pass) * loads_per_row.div_ceil(lanes)
+}
+
+/// 16-byte weight loads one lane has in flight at the start of a matvec of units of `rows`
+/// rows of `cols` values at `lanes` lanes per unit: a group ([`LOADS_IN_FLIGHT`] over the
+/// unit's rows), or the lane's whole share of a short row.
+pub const fn loads_in_flight_per_lane(cols: u32, rows: u32, lanes: u32) -> u32 {
+    let group = LOADS_IN_FLIGHT as u32 / rows;
+    let mine = loads_of_lane(0, cols / VALUES_PER_LOAD, lanes);
+    (if mine < group { mine } else { group }) * rows
 }
 
 /// Where value `j` of an `n`-value activation vector is kept in shared memory for a matvec:
@@ -121,7 +143,7 @@ pub unsafe fn store_staged8(xs: *mut f32, n: usize, m: usize, v: [f32; 8]) {
 
 /// How many of a row's `loads_per_row` 16-byte loads lane `sub` of `lanes` makes.
 #[inline(always)]
-fn loads_of_lane(sub: u32, loads_per_row: u32, lanes: u32) -> u32 {
+const fn loads_of_lane(sub: u32, loads_per_row: u32, lanes: u32) -> u32 {
     if sub < loads_per_row {
         (loads_per_row - sub).div_ceil(lanes)
     } else {

@@ -31,7 +31,7 @@ pub const DIMS_PER_LANE: usize = 8;
 /// Query heads one item serves (the GQA group, or a block of it).
 pub const HEADS_PER_ITEM: usize = 2;
 /// Rounds of keys whose loads are issued together.
-const BATCH: usize = 4;
+pub const BATCH: usize = 4;
 
 // The loops over heads and batches are unrolled by `unroll!` with these counts.
 const _: () = assert!(HEADS_PER_ITEM == 2 && BATCH == 4);
@@ -766,6 +766,10 @@ pub unsafe fn prefetch_kv(
     budget_bytes: usize,
 ) {
     const LINE_BYTES: usize = 128;
+    if pos == 0 {
+        // Nothing cached yet.
+        return;
+    }
     let d = &p.dims;
     let elem_bytes = if p.kv_dtype == KvDtype::Bf16.code() {
         2

@@ -29,9 +29,11 @@ use sync::{ErrorKind, GridSync, SYNC_SHARED_BYTES, Stage, StepError, record_erro
 /// [`device::L2_PREFETCH_BUDGET_BYTES`]).
 const L2_BUDGET: usize = device::L2_PREFETCH_BUDGET_BYTES;
 
-/// Bytes of KV-cache rows one layer may ask L2 for ahead of its attention: half the weights'
-/// budget, since the O and gate/up weights are asked for while they are still there.
-const KV_PREFETCH_BUDGET: usize = device::L2_PREFETCH_BUDGET_BYTES / 2;
+/// Bytes of KV-cache rows one layer may ask L2 for ahead of its attention: a quarter of the
+/// weights' budget (all of a 1k context's rows). In the timing model a larger one (8 MiB) held
+/// the QKV stage up at depth 8k, queued in HBM ahead of its weights, longer than it saved
+/// attention.
+pub const KV_PREFETCH_BUDGET: usize = device::L2_PREFETCH_BUDGET_BYTES / 4;
 
 /// The model's shape, from `config.json`.
 #[repr(C)]
