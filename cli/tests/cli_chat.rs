@@ -108,3 +108,32 @@ fn commands_clear_and_exit() {
         "{err}"
     );
 }
+
+#[test]
+fn a_system_prompt_opens_the_conversation_and_think_on_drops_the_empty_reasoning() {
+    let sandbox = Sandbox::new();
+    let output = chat(
+        &sandbox,
+        &["--json", "-n", "3", "--temp", "0", "--system", "Be brief"],
+        "Hello there\n/think on\nTell me more\n",
+    );
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    let turns: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per turn"))
+        .collect();
+    assert_eq!(turns.len(), 2, "{err}");
+    let fed = |t: &serde_json::Value| t["new_tokens"].as_u64().unwrap() as usize;
+    let tokenizer = PromptTokenizer::load(&fixture("tiny-gqa2").join("tokenizer.json")).unwrap();
+    let count = |text: &str| tokenizer.encode(text).unwrap().len();
+    // Turn 1: the system turn first, thinking off (an empty reasoning block).
+    let first = "<|im_start|>system\nBe brief<|im_end|>\n<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n";
+    assert_eq!(fed(&turns[0]), count(first), "{err}");
+    // Turn 2, thinking on: the assistant's opening without the empty block (plus the previous
+    // reply's last token, as in the test above).
+    let second = "<|im_end|>\n<|im_start|>user\nTell me more<|im_end|>\n<|im_start|>assistant\n";
+    assert_eq!(fed(&turns[1]), 1 + count(second), "{err}");
+    assert!(err.contains("(thinking on)"), "{err}");
+}
