@@ -401,7 +401,7 @@ mod tests {
         assert!(figures.iter().all(|f| f.model.is_finite() && f.model > 0.0));
         let table = markdown(&figures);
         assert!(
-            table.starts_with("Simulated by timing model h100-sxm-v1"),
+            table.starts_with("Simulated by timing model h100-sxm-v2"),
             "{table}"
         );
     }

@@ -11,10 +11,10 @@ use super::FailureKind;
 use super::grid::Grid;
 use super::warp::Fault;
 use super::warp::{RunEnd, Target, WarpState};
-use crate::isa::{Inst, Op, Reg, Sem, Space};
+use crate::isa::{Inst, Op, Reg, Scope, Sem, Space};
 use crate::memory::{SHARED_WINDOW, SHARED_WINDOW_BYTES};
 use crate::regalloc::operands;
-use crate::timing::{self, Access, Kind, Report, cost::Cost, cost::cost};
+use crate::timing::{self, Access, Kind, Params, Report, cost::Cost, cost::cost};
 
 /// Simulated time after which a launch is reported as making no progress.
 const WATCHDOG_CYCLES: u64 = 30 * 1_755_000_000;
@@ -214,6 +214,8 @@ impl Grid<'_> {
                     }
                     Op::St {
                         space,
+                        sem,
+                        scope,
                         ty,
                         src,
                         addr,
@@ -221,9 +223,11 @@ impl Grid<'_> {
                     } => {
                         let bytes = ty.bytes() * src.len() as u32;
                         if let Some(sp) = self.collect(w, *space, addr, active, &mut addrs) {
+                            let at = release_point(*sem, *scope, issue, clocks[w].acked, &params);
+                            extra = at - issue;
                             let done = machine.access(
                                 sm,
-                                issue,
+                                at,
                                 &Access {
                                     kind: Kind::Store,
                                     space: sp,
@@ -237,14 +241,17 @@ impl Grid<'_> {
                     Op::Atom {
                         space,
                         sem,
+                        scope,
                         ty,
                         addr,
                         ..
                     } => {
                         if let Some(sp) = self.collect(w, *space, addr, active, &mut addrs) {
+                            let at = release_point(*sem, *scope, issue, clocks[w].acked, &params);
+                            extra = at - issue;
                             let done = machine.access(
                                 sm,
-                                issue,
+                                at,
                                 &Access {
                                     kind: Kind::Atomic,
                                     space: sp,
@@ -252,11 +259,14 @@ impl Grid<'_> {
                                     bytes: ty.bytes(),
                                 },
                             );
+                            if sem.acquires() {
+                                machine.invalidate_l1(sm);
+                            }
                             result_ready = done.complete;
                             clocks[w].acked = clocks[w].acked.max(done.acked);
                             if sem.releases() {
                                 let block_id = self.ctx.slots[slot].block.unwrap_or(0);
-                                arrivals.push((block_id, issue));
+                                arrivals.push((block_id, at));
                             }
                         }
                     }
@@ -390,5 +400,18 @@ impl Grid<'_> {
             out.push(at);
         }
         kind
+    }
+}
+
+/// When a store or atomic with release semantics reaches memory: on the GPU it is a `MEMBAR`
+/// in front of the access (the SASS of `atom.release`, `atom.acq_rel` and `st.release`), so
+/// it waits, like a fence, for the warp's stores to be acknowledged and then for the fence
+/// itself (a CTA-scope release is ordered inside the SM and costs nothing extra here). Other
+/// accesses go at their issue cycle.
+fn release_point(sem: Sem, scope: Scope, issue: u64, acked: u64, params: &Params) -> u64 {
+    if sem.releases() && scope != Scope::Cta {
+        acked.max(issue) + params.fence_cycles as u64
+    } else {
+        issue
     }
 }

@@ -314,6 +314,11 @@ impl Machine {
         done
     }
 
+    /// An acquire by an atomic empties the SM's L1, as an acquire load does (`CCTL.IVALL`).
+    pub fn invalidate_l1(&mut self, sm: usize) {
+        self.sms[sm].l1.clear();
+    }
+
     /// Time on the SM's L2 port for `bytes`, from `t`; returns when they are through.
     fn port(&mut self, sm: usize, t: u64, bytes: u64) -> u64 {
         let rate = self.params.l2_port_bytes_per_cycle;

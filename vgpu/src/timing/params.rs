@@ -18,8 +18,11 @@
 //!   the Volta report (2018) — instruction latencies where no Hopper figure exists.
 //! * **A** assumed: no published figure found; the value is a stated estimate.
 
-/// The model's version, reported with every simulated figure.
-pub const MODEL_VERSION: &str = "h100-sxm-v1";
+/// The model's version, reported with every simulated figure. v2: a store or atomic with
+/// release semantics at GPU scope pays a fence first (its SASS is a `MEMBAR` and the access;
+/// v1 charged only explicit fences), and an acquiring atomic empties the SM's L1 as an
+/// acquire load does.
+pub const MODEL_VERSION: &str = "h100-sxm-v2";
 
 /// Parameters of the modelled GPU.
 #[derive(Debug, Clone, Copy, PartialEq)]
