@@ -459,3 +459,39 @@ fn weak_visibility_catches_a_missing_acquire() {
     assert_eq!(out, 0, "the stale value");
     assert!(outcome.stats.stale_loads > 0);
 }
+
+/// Simulated cycles of one warp doing `body` once (one block of 32 threads, timing model on).
+fn timed_cycles(body: &str) -> u64 {
+    let mut run = Run::new(
+        ".param .u64 buf",
+        &format!(
+            "    .reg .u32 %r<8>;\n    .reg .u64 %rd<2>;\n    ld.param.u64 %rd1, [buf];\n    {body}\n    ret;"
+        ),
+    );
+    run.device.enable_timing(qwenmk_vgpu::timing::H100_SXM, 1);
+    let buf = run.alloc(16);
+    let outcome = run.launch(1, 32, 1, &[buf], None).unwrap();
+    outcome.timing.expect("the timing model ran").cycles
+}
+
+/// On the GPU `atom.release` is a `MEMBAR` and the atomic: the model charges it the fence's
+/// cost, so a fence in front of it is a second fence (as in the SASS), and an acquiring or
+/// relaxed atomic pays none.
+#[test]
+fn a_release_atomic_costs_a_fence_in_the_timing_model() {
+    let fence = qwenmk_vgpu::timing::H100_SXM.fence_cycles as u64;
+    let relaxed = timed_cycles(RELAXED);
+    let acquire = timed_cycles("atom.acquire.gpu.global.add.u32 %r7, [%rd1+4], 1;");
+    let release = timed_cycles("atom.release.gpu.global.add.u32 %r7, [%rd1+4], 1;");
+    let acq_rel = timed_cycles("atom.acq_rel.gpu.global.add.u32 %r7, [%rd1+4], 1;");
+    let fenced_release = timed_cycles(RELEASE);
+    assert_eq!(acquire, relaxed);
+    // Within a few cycles of issue that overlap.
+    let at_least_a_fence = |more: u64, less: u64| more + 8 >= less + fence;
+    assert!(at_least_a_fence(release, relaxed), "{release} vs {relaxed}");
+    assert_eq!(acq_rel, release);
+    assert!(
+        at_least_a_fence(fenced_release, release),
+        "{fenced_release} vs {release}"
+    );
+}
