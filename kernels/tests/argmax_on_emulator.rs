@@ -122,6 +122,48 @@ fn a_panicking_kernel_thread_ends_the_launch_with_an_error() {
     );
 }
 
+/// A `sync_threads` that one thread of a block never reaches cannot complete: the launch
+/// ends with a deadlock error naming a waiting thread, and returns instead of hanging.
+#[test]
+fn a_barrier_some_thread_never_reaches_is_a_deadlock_error() {
+    let error = emu::launch(2, 64, 0, || {
+        if qwenmk_kernels::device::block_idx() == 1 && qwenmk_kernels::device::thread_idx() == 5 {
+            return;
+        }
+        qwenmk_kernels::device::sync_threads();
+    })
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("deadlock") && text.contains("block 1"),
+        "{text}"
+    );
+}
+
+/// Threads of a launch run in a fixed order: the same kernel records the same interleaving
+/// every time.
+#[test]
+fn a_launch_is_deterministic() {
+    use std::sync::Mutex;
+    let run = || {
+        let order = Mutex::new(Vec::new());
+        emu::launch(2, 64, 0, || {
+            let me =
+                qwenmk_kernels::device::block_idx() * 64 + qwenmk_kernels::device::thread_idx();
+            order.lock().unwrap().push(me);
+            qwenmk_kernels::device::sync_threads();
+            order.lock().unwrap().push(1000 + me);
+            let _ = qwenmk_kernels::device::shfl_xor_u32(me, 1);
+            order.lock().unwrap().push(2000 + me);
+        })
+        .unwrap();
+        order.into_inner().unwrap()
+    };
+    let first = run();
+    assert_eq!(first.len(), 3 * 128);
+    assert_eq!(run(), first);
+}
+
 #[test]
 fn a_launch_shape_the_emulator_cannot_run_is_refused() {
     assert!(emu::launch(1, 48, 0, || {}).is_err());

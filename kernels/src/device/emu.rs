@@ -1,27 +1,40 @@
-//! The host backend of the device layer: an emulator that runs a kernel's CUDA threads as OS
-//! threads.
+//! The host backend of the device layer: an emulator that runs a kernel's CUDA threads as
+//! coroutines on the calling OS thread.
 //!
-//! What is real: every thread of every block runs concurrently (so grid-wide spin barriers work
-//! as on a GPU where the whole grid is resident), `sync_threads` is a real barrier over the
-//! block's threads, a warp shuffle is a real exchange between the 32 threads of a warp, and
-//! global atomics are `core::sync::atomic` operations with the orderings the PTX backend uses.
-//! What is not: timing, memory spaces (everything is host memory) and the non-coherent cache.
+//! What is real: every thread of every resident block makes progress (so grid-wide spin
+//! barriers work as on a GPU where the whole grid is resident), `sync_threads` is a real
+//! barrier over the block's threads, a warp shuffle is a real exchange between the 32 threads
+//! of a warp, and global atomics are `core::sync::atomic` operations with the orderings the PTX
+//! backend uses. What is not: timing, parallelism (one emulated thread runs at a time, switched
+//! at barriers, shuffles and `nanosleep`), memory spaces (everything is host memory) and the
+//! non-coherent cache.
 //!
-//! A thread that panics (an out-of-bounds index, an assertion) aborts the launch: every thread
-//! waiting at a barrier is released and [`launch`] returns the panic's message. The emulator
-//! never hangs on a broken kernel.
+//! Each emulated thread is a stackful coroutine ([`corosensei`]): a switch costs a few
+//! nanoseconds where an OS thread per CUDA thread cost a futex round trip and a context switch
+//! per thread at every barrier and shuffle (on a 2-core machine a step of the tiny fixtures took
+//! seconds). The scheduler resumes the threads in a fixed order, so a launch is deterministic.
+//!
+//! A thread that panics (an out-of-bounds index, an assertion) aborts the launch: every other
+//! thread unwinds at its next barrier, shuffle or sleep, and [`launch`] returns the panic's
+//! message. A grid whose threads all wait at barriers that cannot complete (a `sync_threads`
+//! that some thread of the block never reaches) is reported the same way. The emulator never
+//! hangs on a broken kernel that reaches a device call.
 
-use std::cell::Cell;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use super::WARP_SIZE;
 
-/// The most threads one launch may start: each is an OS thread.
+/// The most threads one launch may start.
 pub const MAX_THREADS_PER_LAUNCH: u32 = 4096;
 /// The most threads in one block, as on every GPU since sm_20.
 pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
+/// Stack of one emulated thread (the kernel's deepest call chain with its register arrays uses
+/// a few tens of KiB).
 const THREAD_STACK_BYTES: usize = 256 * 1024;
 
 /// Why an emulated launch did not run to completion.
@@ -55,64 +68,53 @@ impl std::fmt::Display for LaunchError {
 
 impl std::error::Error for LaunchError {}
 
-/// The panic payload used to unwind threads released from a barrier by an abort; never reported.
+/// The panic payload that unwinds the threads of an aborted launch; never reported.
 struct Aborted;
 
-/// A reusable barrier for `n` threads that gives up when the launch is aborted.
-///
-/// Arrivals count up; the last one resets the count, bumps the generation and wakes the
-/// sleepers with one futex call. Waiters spin briefly, then sleep on the generation word:
-/// no mutex, so a release wakes threads that run at once instead of queueing on a lock.
-struct AbortableBarrier {
-    n: u32,
-    arrived: AtomicU32,
-    generation: AtomicU32,
+/// What a suspended emulated thread waits for.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// A barrier whose generation word still reads `seen`: not resumed until it moves.
+    Barrier {
+        generation: *const Cell<u32>,
+        seen: u32,
+    },
+    /// Memory another thread will change (`nanosleep` in a spin loop): resumed every round.
+    Spin,
 }
 
-/// Spins before sleeping: long enough to catch a release by a thread running on the other
-/// core, short enough not to steal the core from the threads still to arrive.
-const SPINS_BEFORE_SLEEP: u32 = 64;
+type ThreadCoroutine = Coroutine<(), Wait, Result<(), String>, DefaultStack>;
 
-impl AbortableBarrier {
+/// A barrier for `n` emulated threads: arrivals count up; the last one resets the count and
+/// moves the generation, which lets the others be resumed.
+struct Barrier {
+    n: u32,
+    arrived: Cell<u32>,
+    generation: Cell<u32>,
+}
+
+impl Barrier {
     fn new(n: u32) -> Self {
-        AbortableBarrier {
+        Barrier {
             n,
-            arrived: AtomicU32::new(0),
-            generation: AtomicU32::new(0),
+            arrived: Cell::new(0),
+            generation: Cell::new(0),
         }
     }
 
-    fn wait(&self, aborted: &AtomicBool) {
-        let generation = self.generation.load(Ordering::Acquire);
-        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
-            self.arrived.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
-            atomic_wait::wake_all(&self.generation);
+    fn wait(&self) {
+        let seen = self.generation.get();
+        let arrived = self.arrived.get() + 1;
+        if arrived == self.n {
+            self.arrived.set(0);
+            self.generation.set(seen.wrapping_add(1));
             return;
         }
-        let mut spins = 0;
-        while self.generation.load(Ordering::Acquire) == generation {
-            if spins < SPINS_BEFORE_SLEEP {
-                spins += 1;
-                std::hint::spin_loop();
-            } else if aborted.load(Ordering::SeqCst) {
-                // A block admitted after an abort: nobody will bump this generation again.
-                break;
-            } else {
-                // An abort after the check above bumps the generation, so this returns.
-                atomic_wait::wait(&self.generation, generation);
-            }
-        }
-        // An abort also moves the generation (see `wake_all`) to get every sleeper out.
-        if aborted.load(Ordering::SeqCst) {
-            std::panic::resume_unwind(Box::new(Aborted));
-        }
-    }
-
-    /// Releases every waiter of an aborted launch: they see the abort flag and unwind.
-    fn wake_all(&self) {
-        self.generation.fetch_add(1, Ordering::Release);
-        atomic_wait::wake_all(&self.generation);
+        self.arrived.set(arrived);
+        suspend(Wait::Barrier {
+            generation: &self.generation,
+            seen,
+        });
     }
 }
 
@@ -120,13 +122,13 @@ impl AbortableBarrier {
 /// turn, so a shuffle needs one rendezvous (a lane can only write a set again after every lane
 /// has passed the next shuffle's rendezvous, i.e. has finished reading it).
 struct WarpMailbox {
-    slots: [[AtomicU32; WARP_SIZE as usize]; 2],
-    barrier: AbortableBarrier,
+    slots: [[Cell<u32>; WARP_SIZE as usize]; 2],
+    barrier: Barrier,
 }
 
 /// What the threads of one block share.
 struct BlockState {
-    barrier: AbortableBarrier,
+    barrier: Barrier,
     warps: Vec<WarpMailbox>,
     /// Dynamic shared memory, 16-byte aligned like the GPU's.
     shared: Box<[Cell16]>,
@@ -135,52 +137,80 @@ struct BlockState {
 #[repr(C, align(16))]
 struct Cell16(std::cell::UnsafeCell<[u8; 16]>);
 
-// SAFETY: shared memory is raw bytes that kernels access through raw pointers, ordered by
-// `sync_threads` exactly as on the GPU.
-unsafe impl Sync for Cell16 {}
+/// What every thread of a launch shares.
+struct LaunchState {
+    grid_dim: u32,
+    block_dim: u32,
+    aborted: Cell<bool>,
+}
 
-/// Identity of the current emulated thread.
-#[derive(Clone, Copy)]
-struct ThreadContext {
+/// One emulated thread: who it is, and its own state.
+struct Lane {
     thread: u32,
     block: u32,
-    block_dim: u32,
-    grid_dim: u32,
     block_state: *const BlockState,
-    aborted: *const AtomicBool,
+    launch: *const LaunchState,
+    /// The coroutine's yielder, set when it starts.
+    yielder: Cell<*const Yielder<(), Wait>>,
+    /// Shuffles this lane has done in the launch: picks the mailbox set.
+    shuffles: Cell<u32>,
 }
-
-// SAFETY: the pointers in a context name launch-owned state that outlives every kernel thread
-// (scoped threads) and is only used through shared references and atomics.
-unsafe impl Send for ThreadContext {}
 
 thread_local! {
-    static CONTEXT: Cell<Option<ThreadContext>> = const { Cell::new(None) };
-    /// Shuffles this lane has done in the launch: picks the mailbox set.
-    static SHUFFLES: Cell<u32> = const { Cell::new(0) };
+    /// The emulated thread running now on this OS thread (null outside a launch).
+    static CURRENT: Cell<*const Lane> = const { Cell::new(std::ptr::null()) };
+    /// Stacks of finished coroutines, reused by the next launch on this OS thread.
+    static STACKS: RefCell<Vec<DefaultStack>> = const { RefCell::new(Vec::new()) };
 }
 
-fn context() -> ThreadContext {
-    CONTEXT
-        .with(Cell::get)
-        .expect("a device function was called outside an emulated kernel launch")
+fn lane() -> &'static Lane {
+    let lane = CURRENT.with(Cell::get);
+    assert!(
+        !lane.is_null(),
+        "a device function was called outside an emulated kernel launch"
+    );
+    // SAFETY: the scheduler points `CURRENT` at a lane of the running launch only while that
+    // lane's coroutine runs; the launch outlives it.
+    unsafe { &*lane }
 }
 
-fn block_state() -> (&'static BlockState, &'static AtomicBool) {
-    let ctx = context();
-    // SAFETY: the pointers stay valid for the whole launch, which outlives every kernel thread
-    // (they are scoped threads), and kernel code runs only inside a launch.
-    unsafe { (&*ctx.block_state, &*ctx.aborted) }
+fn block_state() -> &'static BlockState {
+    // SAFETY: as in `lane`: launch state outlives every coroutine of the launch.
+    unsafe { &*lane().block_state }
+}
+
+fn launch_state() -> &'static LaunchState {
+    // SAFETY: as above.
+    unsafe { &*lane().launch }
+}
+
+/// Gives control back to the scheduler until `wait` is over; unwinds if the launch was
+/// aborted meanwhile.
+fn suspend(wait: Wait) {
+    let lane = lane();
+    // SAFETY: set by this lane's coroutine when it started; the coroutine is running.
+    let yielder = unsafe { &*lane.yielder.get() };
+    yielder.suspend(wait);
+    if launch_state().aborted.get() {
+        std::panic::resume_unwind(Box::new(Aborted));
+    }
 }
 
 /// Runs `kernel` on a `grid × block` launch with `shared_bytes` of dynamic shared memory per
-/// block, every thread an OS thread, and returns when all threads have finished. Every block
+/// block, every thread a coroutine, and returns when all threads have finished. Every block
 /// is resident at once.
 pub fn launch<F>(grid: u32, block: u32, shared_bytes: usize, kernel: F) -> Result<(), LaunchError>
 where
     F: Fn() + Sync,
 {
     launch_with_residency(grid, block, shared_bytes, grid, kernel)
+}
+
+/// A running emulated thread.
+struct Running {
+    lane: usize,
+    coroutine: ThreadCoroutine,
+    wait: Option<Wait>,
 }
 
 /// As [`launch`], but at most `resident_blocks` blocks run at once: block `b` starts only when
@@ -217,18 +247,23 @@ where
             "at least one block must be resident".into(),
         ));
     }
-    let aborted = AtomicBool::new(false);
-    let first_panic: Mutex<Option<LaunchError>> = Mutex::new(None);
-    // Blocks with an index below this may run; each finished block lets one more in.
-    let admitted = AtomicU32::new(resident_blocks);
-    let running_threads: Vec<AtomicU32> = (0..grid).map(|_| AtomicU32::new(block)).collect();
+    if !CURRENT.with(Cell::get).is_null() {
+        return Err(LaunchError::BadShape(
+            "a kernel cannot launch another kernel on the emulator".into(),
+        ));
+    }
+    let launch = LaunchState {
+        grid_dim: grid,
+        block_dim: block,
+        aborted: Cell::new(false),
+    };
     let blocks: Vec<BlockState> = (0..grid)
         .map(|_| BlockState {
-            barrier: AbortableBarrier::new(block),
+            barrier: Barrier::new(block),
             warps: (0..block / WARP_SIZE)
                 .map(|_| WarpMailbox {
-                    slots: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU32::new(0))),
-                    barrier: AbortableBarrier::new(WARP_SIZE),
+                    slots: std::array::from_fn(|_| std::array::from_fn(|_| Cell::new(0))),
+                    barrier: Barrier::new(WARP_SIZE),
                 })
                 .collect(),
             shared: (0..shared_bytes.div_ceil(16))
@@ -236,145 +271,201 @@ where
                 .collect(),
         })
         .collect();
-
-    std::thread::scope(|scope| {
-        for (b, state) in blocks.iter().enumerate() {
+    let lanes: Vec<Lane> = (0..grid * block)
+        .map(|i| Lane {
+            thread: i % block,
+            block: i / block,
+            block_state: &blocks[(i / block) as usize],
+            launch: &launch,
+            yielder: Cell::new(std::ptr::null()),
+            shuffles: Cell::new(0),
+        })
+        .collect();
+    let kernel: &(dyn Fn() + Sync) = &kernel;
+    // SAFETY: the coroutines that use this reference never outlive this function: each one is
+    // resumed until it returns (an aborted launch unwinds them at their next suspension), and
+    // `running`, declared after everything they borrow, drops (and so force-unwinds) any that
+    // remain before it if this function itself unwinds.
+    let kernel: &'static (dyn Fn() + Sync) = unsafe { std::mem::transmute(kernel) };
+    let mut first_error: Option<LaunchError> = None;
+    let mut unfinished: Vec<u32> = vec![block; grid as usize];
+    let mut running: Vec<Running> =
+        Vec::with_capacity((resident_blocks.min(grid) * block) as usize);
+    let mut admitted = 0u32;
+    let mut finished_blocks = 0u32;
+    loop {
+        // Admit blocks while fewer than `resident_blocks` run.
+        while admitted < grid && admitted < finished_blocks + resident_blocks {
             for t in 0..block {
-                let ctx = ThreadContext {
-                    thread: t,
-                    block: b as u32,
-                    block_dim: block,
-                    grid_dim: grid,
-                    block_state: state,
-                    aborted: &aborted,
-                };
-                let (kernel, aborted, first_panic, blocks) =
-                    (&kernel, &aborted, &first_panic, &blocks);
-                let (admitted, running_threads) = (&admitted, &running_threads);
-                let spawned = std::thread::Builder::new()
-                    .stack_size(THREAD_STACK_BYTES)
-                    .spawn_scoped(scope, move || {
-                        wait_for_admission(admitted, ctx.block);
-                        CONTEXT.with(|c| c.set(Some(ctx)));
-                        SHUFFLES.with(|c| c.set(0));
-                        let outcome =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(kernel));
-                        CONTEXT.with(|c| c.set(None));
-                        // The block's last thread to leave frees its slot for the next block.
-                        let remaining = &running_threads[ctx.block as usize];
-                        if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            admitted.fetch_add(1, Ordering::Release);
-                            atomic_wait::wake_all(admitted);
-                        }
-                        if let Err(payload) = outcome {
-                            if payload.downcast_ref::<Aborted>().is_some() {
-                                return;
-                            }
-                            let message = panic_message(payload.as_ref());
-                            let mut slot = first_panic.lock().unwrap_or_else(|e| e.into_inner());
-                            slot.get_or_insert(LaunchError::KernelPanicked {
-                                block: ctx.block,
-                                thread: ctx.thread,
-                                message,
-                            });
-                            drop(slot);
-                            aborted.store(true, Ordering::SeqCst);
-                            for other in blocks {
-                                other.barrier.wake_all();
-                                other.warps.iter().for_each(|w| w.barrier.wake_all());
-                            }
-                        }
-                    });
-                if let Err(e) = spawned {
-                    aborted.store(true, Ordering::SeqCst);
-                    let mut slot = first_panic.lock().unwrap_or_else(|e| e.into_inner());
-                    slot.get_or_insert(LaunchError::BadShape(format!(
-                        "the operating system refused another thread: {e}"
-                    )));
-                    return;
+                let index = (admitted * block + t) as usize;
+                let lane: *const Lane = &lanes[index];
+                running.push(Running {
+                    lane: index,
+                    coroutine: thread_coroutine(lane, kernel),
+                    wait: None,
+                });
+            }
+            admitted += 1;
+        }
+        if running.is_empty() {
+            break;
+        }
+        let aborted = launch.aborted.get();
+        let mut resumed = false;
+        for r in running.iter_mut() {
+            if let Some(Wait::Barrier { generation, seen }) = r.wait {
+                // SAFETY: a barrier word of this launch's state.
+                if !aborted && unsafe { (*generation).get() } == seen {
+                    continue;
+                }
+            }
+            resumed = true;
+            CURRENT.with(|c| c.set(&lanes[r.lane]));
+            let outcome = r.coroutine.resume(());
+            CURRENT.with(|c| c.set(std::ptr::null()));
+            match outcome {
+                CoroutineResult::Yield(wait) => r.wait = Some(wait),
+                CoroutineResult::Return(result) => {
+                    r.wait = None;
+                    let lane = &lanes[r.lane];
+                    unfinished[lane.block as usize] -= 1;
+                    if unfinished[lane.block as usize] == 0 {
+                        finished_blocks += 1;
+                    }
+                    if let Err(message) = result {
+                        first_error.get_or_insert(LaunchError::KernelPanicked {
+                            block: lane.block,
+                            thread: lane.thread,
+                            message,
+                        });
+                        launch.aborted.set(true);
+                    }
                 }
             }
         }
-    });
-    match first_panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        // Keep the finished threads' stacks for the next launch.
+        let mut i = 0;
+        while i < running.len() {
+            if running[i].coroutine.done() {
+                let done = running.swap_remove(i);
+                STACKS.with(|s| s.borrow_mut().push(done.coroutine.into_stack()));
+            } else {
+                i += 1;
+            }
+        }
+        if !resumed && !running.is_empty() {
+            // Every thread waits at a barrier that no running thread can complete.
+            let r = &running[0];
+            let lane = &lanes[r.lane];
+            first_error.get_or_insert(LaunchError::KernelPanicked {
+                block: lane.block,
+                thread: lane.thread,
+                message: "deadlock: every thread of the launch waits at a barrier (sync_threads \
+                          or a warp's rendezvous) that some thread of its block or warp never \
+                          reaches"
+                    .into(),
+            });
+            launch.aborted.set(true);
+        }
+        // `swap_remove` changed the order; keep it by lane so that a launch is deterministic.
+        running.sort_unstable_by_key(|r| r.lane);
+    }
+    match first_error {
         Some(error) => Err(error),
         None => Ok(()),
     }
 }
 
-/// Blocks the calling thread until block `block` may start.
-fn wait_for_admission(admitted: &AtomicU32, block: u32) {
-    loop {
-        let now = admitted.load(Ordering::Acquire);
-        if block < now {
-            return;
+/// A coroutine that runs `kernel` as the emulated thread `lane`, on a stack from the pool.
+/// It returns the kernel's panic message, if it panicked.
+fn thread_coroutine(lane: *const Lane, kernel: &'static (dyn Fn() + Sync)) -> ThreadCoroutine {
+    let stack = STACKS.with(|s| s.borrow_mut().pop()).unwrap_or_else(|| {
+        DefaultStack::new(THREAD_STACK_BYTES)
+            .expect("the emulator could not map a stack for an emulated thread")
+    });
+    // Raw pointers are not `Send`-bound here: the coroutine runs on this OS thread only.
+    let lane = lane as usize;
+    Coroutine::with_stack(stack, move |yielder: &Yielder<(), Wait>, ()| {
+        // SAFETY: the lane outlives the coroutine (see `launch_with_residency`).
+        let lane = unsafe { &*(lane as *const Lane) };
+        lane.yielder.set(yielder);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(kernel)) {
+            Ok(()) => Ok(()),
+            Err(payload) if payload.downcast_ref::<Aborted>().is_some() => Ok(()),
+            Err(payload) => match panic_message(payload.as_ref()) {
+                Some(message) => Err(message),
+                // Not a kernel panic (the coroutine library's own unwinding): let it go on.
+                None => std::panic::resume_unwind(payload),
+            },
         }
-        atomic_wait::wait(admitted, now);
-    }
+    })
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
     if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        Some((*s).to_string())
     } else {
-        "a panic without a message".to_string()
+        payload.downcast_ref::<String>().cloned()
     }
 }
 
 /// This thread's index within its block.
 #[inline]
 pub fn thread_idx() -> u32 {
-    context().thread
+    lane().thread
 }
 
 /// This block's index within the grid.
 #[inline]
 pub fn block_idx() -> u32 {
-    context().block
+    lane().block
 }
 
 /// Threads per block.
 #[inline]
 pub fn block_dim() -> u32 {
-    context().block_dim
+    launch_state().block_dim
 }
 
 /// Blocks in the grid.
 #[inline]
 pub fn grid_dim() -> u32 {
-    context().grid_dim
+    launch_state().grid_dim
 }
 
 /// Block-wide barrier.
 pub fn sync_threads() {
-    let (block, aborted) = block_state();
-    block.barrier.wait(aborted);
+    block_state().barrier.wait();
 }
 
 /// The block's dynamic shared memory, 16-byte aligned.
 pub fn shared_memory() -> *mut u8 {
-    let (block, _) = block_state();
-    block.shared.as_ptr() as *mut u8
+    block_state().shared.as_ptr() as *mut u8
+}
+
+/// The mailbox set this lane's next warp exchange uses, and its lane index.
+fn next_exchange() -> (
+    &'static WarpMailbox,
+    &'static [Cell<u32>; WARP_SIZE as usize],
+    usize,
+) {
+    let lane = lane();
+    let warp = &block_state().warps[(lane.thread / WARP_SIZE) as usize];
+    let n = lane.shuffles.get();
+    lane.shuffles.set(n.wrapping_add(1));
+    (
+        warp,
+        &warp.slots[(n % 2) as usize],
+        (lane.thread % WARP_SIZE) as usize,
+    )
 }
 
 /// `v` from lane `lane ^ mask`; every lane of the warp must call it.
 pub fn shfl_xor_u32(v: u32, mask: u32) -> u32 {
-    let (block, aborted) = block_state();
-    let thread = thread_idx();
-    let warp = &block.warps[(thread / WARP_SIZE) as usize];
-    let lane = thread % WARP_SIZE;
-    let set = SHUFFLES.with(|c| {
-        let n = c.get();
-        c.set(n.wrapping_add(1));
-        &warp.slots[(n % 2) as usize]
-    });
-    set[lane as usize].store(v, Ordering::Relaxed);
-    // The rendezvous publishes every lane's operand (the barrier orders the stores before it
-    // with the loads after it).
-    warp.barrier.wait(aborted);
-    set[((lane ^ mask) % WARP_SIZE) as usize].load(Ordering::Relaxed)
+    let (warp, set, lane) = next_exchange();
+    set[lane].set(v);
+    warp.barrier.wait();
+    set[(lane ^ mask as usize) % WARP_SIZE as usize].get()
 }
 
 /// [`shfl_xor_u32`] for an `f32`.
@@ -396,24 +487,24 @@ pub unsafe fn load_global_nc_v4(p: *const [u32; 4]) -> [u32; 4] {
     unsafe { p.read() }
 }
 
-/// Relaxed add at device scope; returns the old value.
+/// Acquire-release add at device scope; returns the old value.
 ///
 /// # Safety
 /// `p` must point to a live, aligned `u32` that is only accessed atomically.
 #[inline]
-pub unsafe fn atomic_add_relaxed_gpu(p: *mut u32, v: u32) -> u32 {
+pub unsafe fn atomic_add_acq_rel_gpu(p: *mut u32, v: u32) -> u32 {
     // SAFETY: the caller guarantees `p`.
-    unsafe { AtomicU32::from_ptr(p) }.fetch_add(v, Ordering::Relaxed)
+    unsafe { AtomicU32::from_ptr(p) }.fetch_add(v, Ordering::AcqRel)
 }
 
-/// Release add at device scope; returns the old value.
+/// Acquire add at device scope; returns the old value.
 ///
 /// # Safety
 /// `p` must point to a live, aligned `u32` that is only accessed atomically.
 #[inline]
-pub unsafe fn atomic_add_release_gpu(p: *mut u32, v: u32) -> u32 {
+pub unsafe fn atomic_add_acquire_gpu(p: *mut u32, v: u32) -> u32 {
     // SAFETY: the caller guarantees `p`.
-    unsafe { AtomicU32::from_ptr(p) }.fetch_add(v, Ordering::Release)
+    unsafe { AtomicU32::from_ptr(p) }.fetch_add(v, Ordering::Acquire)
 }
 
 /// Acquire load at device scope.
@@ -452,11 +543,11 @@ pub fn fence_acq_rel_gpu() {
     std::sync::atomic::fence(Ordering::AcqRel);
 }
 
-/// Gives the core to another emulated thread: a spinning thread must not starve the thread
-/// it waits for, since there are far more emulated threads than cores.
+/// Lets the other emulated threads run: a thread spinning on memory must not keep the OS
+/// thread from the thread it waits for.
 #[inline]
 pub fn nanosleep(_ns: u32) {
-    std::thread::yield_now();
+    suspend(Wait::Spin);
 }
 
 /// Nanoseconds on a monotonic clock (the GPU's `%globaltimer` counterpart).
@@ -484,26 +575,19 @@ pub unsafe fn prefetch_l2(_p: *const u8) {
 
 /// Warp-wide barrier among the 32 lanes of this thread's warp.
 pub fn sync_warp() {
-    let (block, aborted) = block_state();
-    block.warps[(thread_idx() / WARP_SIZE) as usize]
+    let lane = lane();
+    block_state().warps[(lane.thread / WARP_SIZE) as usize]
         .barrier
-        .wait(aborted);
+        .wait();
 }
 
 /// Whether `pred` holds on any lane of the warp; every lane gets the answer (one rendezvous,
 /// through the same mailbox as the shuffles).
 pub fn warp_any(pred: bool) -> bool {
-    let (block, aborted) = block_state();
-    let thread = thread_idx();
-    let warp = &block.warps[(thread / WARP_SIZE) as usize];
-    let set = SHUFFLES.with(|c| {
-        let n = c.get();
-        c.set(n.wrapping_add(1));
-        &warp.slots[(n % 2) as usize]
-    });
-    set[(thread % WARP_SIZE) as usize].store(pred as u32, Ordering::Relaxed);
-    warp.barrier.wait(aborted);
-    set.iter().any(|slot| slot.load(Ordering::Relaxed) != 0)
+    let (warp, set, lane) = next_exchange();
+    set[lane].set(pred as u32);
+    warp.barrier.wait();
+    set.iter().any(|slot| slot.get() != 0)
 }
 
 /// Relaxed atomic or; returns the old value.

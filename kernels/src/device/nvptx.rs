@@ -108,20 +108,21 @@ pub unsafe fn load_global_nc_v4(p: *const [u32; 4]) -> [u32; 4] {
     [a, b, c, d]
 }
 
-/// Adds `v` to `*p` atomically at GPU scope, with no ordering of its own, and returns the old
-/// value. After a [`fence_acq_rel_gpu`] it publishes what the fence ordered (a release
-/// pattern) without the second fence that `atom.release` costs; the virtual GPU's timing
-/// model also takes only release atomics for grid-barrier arrivals.
+/// Adds `v` to `*p` with acquire-release semantics at GPU scope and returns the old value:
+/// every write this thread made before (and, after a block barrier, every write of its block)
+/// becomes visible to a thread that acquires the new value, and a thread that sees the count
+/// it waits for in the returned value has acquired what the other adders released. On the
+/// GPU that is one `MEMBAR` before the atomic (a fence in front of it would be a second one).
 ///
 /// # Safety
 /// `p` must point to a 4-byte aligned `u32` in global memory.
 #[inline(always)]
-pub unsafe fn atomic_add_relaxed_gpu(p: *mut u32, v: u32) -> u32 {
+pub unsafe fn atomic_add_acq_rel_gpu(p: *mut u32, v: u32) -> u32 {
     let old: u32;
     // SAFETY: the caller guarantees `p`.
     unsafe {
         asm!(
-            "atom.relaxed.gpu.global.add.u32 {old}, [{p}], {v};",
+            "atom.acq_rel.gpu.global.add.u32 {old}, [{p}], {v};",
             old = out(reg32) old,
             p = in(reg64) p,
             v = in(reg32) v,
@@ -131,18 +132,20 @@ pub unsafe fn atomic_add_relaxed_gpu(p: *mut u32, v: u32) -> u32 {
     old
 }
 
-/// Adds `v` to `*p` with release semantics at GPU scope and returns the old value: every write
-/// this thread made before becomes visible to a thread that acquires the new value.
+/// Adds `v` to `*p` with acquire semantics at GPU scope and returns the old value. After a
+/// [`fence_acq_rel_gpu`] it also publishes what the fence ordered (a release pattern), so a
+/// counter that its last adder must see complete costs one fence, not two: the adder that
+/// completes the count has acquired every earlier adder's writes.
 ///
 /// # Safety
 /// `p` must point to a 4-byte aligned `u32` in global memory.
 #[inline(always)]
-pub unsafe fn atomic_add_release_gpu(p: *mut u32, v: u32) -> u32 {
+pub unsafe fn atomic_add_acquire_gpu(p: *mut u32, v: u32) -> u32 {
     let old: u32;
     // SAFETY: the caller guarantees `p`.
     unsafe {
         asm!(
-            "atom.release.gpu.global.add.u32 {old}, [{p}], {v};",
+            "atom.acquire.gpu.global.add.u32 {old}, [{p}], {v};",
             old = out(reg32) old,
             p = in(reg64) p,
             v = in(reg32) v,

@@ -688,13 +688,13 @@ unsafe fn take_ticket(ticket: *mut u32, splits: u32) -> bool {
     device::sync_warp();
     let mut last = 0u32;
     if device::lane_id() == 0 {
-        // Release pattern: the fence orders the partial before the (relaxed) ticket.
+        // Release pattern: the fence orders the partial before the ticket. The ticket itself
+        // acquires: the chunk that completes the count has seen every other chunk's partial,
+        // released before its ticket, with no second fence.
         device::fence_acq_rel_gpu();
         // SAFETY: a global counter only updated atomically during the stage.
-        let before = unsafe { device::atomic_add_relaxed_gpu(ticket, 1) };
+        let before = unsafe { device::atomic_add_acquire_gpu(ticket, 1) };
         if before + 1 == splits {
-            // Acquire: the other chunks' partials, released before their tickets.
-            device::fence_acq_rel_gpu();
             // SAFETY: every other chunk has counted itself in; nobody touches it again in
             // this layer.
             unsafe { ticket.write_volatile(0) };

@@ -187,12 +187,16 @@ impl GridSync {
     /// Returns true when the step must stop.
     unsafe fn arrive_and_wait(&self, target: u32, stage: Stage, layer: u32) -> bool {
         let control = self.control;
-        // The block's writes (ordered before this thread by `sync_threads`) become visible at
-        // GPU scope before the arrival does.
-        device::fence_acq_rel_gpu();
         // SAFETY: global u32s of the control block.
         unsafe {
-            device::atomic_add_release_gpu(&raw mut (*control).barrier_count, 1);
+            // The arrival releases the block's writes (ordered before this thread by
+            // `sync_threads`; release is cumulative) with no fence in front: on the GPU a
+            // release atomic already is a fence and an atomic. It acquires too, so the block
+            // that completes the count has seen every other block's writes and need not poll.
+            let before = device::atomic_add_acq_rel_gpu(&raw mut (*control).barrier_count, 1);
+            if before.wrapping_add(1) == target {
+                return false;
+            }
             let start = device::global_timer_ns();
             let mut polls = 0u32;
             loop {

@@ -303,12 +303,10 @@ unsafe fn candidates_pass(
         // `merge_block`), count the block in, and acquire every other block's list if last.
         device::fence_acq_rel_gpu();
         // SAFETY: a global u32 updated only atomically during the step.
-        // (Relaxed: the fence above already makes the count a release.)
-        let before = unsafe { device::atomic_add_relaxed_gpu(s.blocks_done, 1) };
+        // (The fence above makes the count a release; the count's own acquire gives the last
+        // block every other block's list without a second fence.)
+        let before = unsafe { device::atomic_add_acquire_gpu(s.blocks_done, 1) };
         let last = before == grid - 1;
-        if last {
-            device::fence_acq_rel_gpu();
-        }
         // SAFETY: this block's flag word.
         unsafe { last_flag.write_volatile(last as u64) };
     }
