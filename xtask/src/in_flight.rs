@@ -101,9 +101,11 @@ pub fn stages(dims: &ModelDims, blocks: u32) -> Vec<StageFlight> {
     let rows = item_rows(d.q_heads, d.kv_heads);
     let lanes_per_key = d.head_dim / DIMS_PER_LANE as u32;
     for depth in DEPTHS {
-        let split = attention_split(depth + 1, warps, rows, shape.min_chunk, shape.max_chunk);
-        let items = (rows * split.splits).min(warps);
-        let busy = f64::from(items * WARP_SIZE) / f64::from(SMS);
+        let split = attention_split(depth + 1, grid, rows, shape.min_chunk, shape.max_chunk);
+        // An item is a block; each of its warps with positions of the chunk is busy.
+        let items = (rows * split.splits).min(grid);
+        let warps_per_item = (THREADS / WARP_SIZE).min(split.chunk);
+        let busy = f64::from(items * warps_per_item * WARP_SIZE) / f64::from(SMS);
         let loads = 2 * BATCH as u32;
         out.push(StageFlight {
             stage: format!("attention at depth {depth}"),

@@ -179,7 +179,7 @@ impl StepPlan {
         let warps_per_block = block / 32;
         Ok(StepPlan {
             shared_bytes: step::shared_bytes(&dims, &shape, warps_per_block),
-            max_splits: step::max_splits(&dims, &shape, grid * warps_per_block),
+            max_splits: step::max_splits(&dims, &shape, grid),
             dims,
             shape,
             grid,
@@ -211,7 +211,7 @@ impl StepPlan {
     pub fn attention_split(&self, position: u32) -> AttentionSplit {
         step::attention::attention_split(
             position + 1,
-            self.grid * (self.block / 32),
+            self.grid,
             step::attention::item_rows(self.dims.q_heads, self.dims.kv_heads),
             self.shape.min_chunk,
             self.shape.max_chunk,
@@ -319,10 +319,11 @@ mod tests {
         assert_eq!(plan.buffers().kv_cache, 2 * 2 * 100 * 32);
         assert_eq!(plan.buffers().kv_cache_bytes(), 2 * 2 * 100 * 32 * 4);
         assert!((plan.dims.attention_scale - 32f32.powf(-0.5)).abs() < 1e-9);
-        // 8 warps over 2 item rows (2 KV heads, each item serving both query heads of its
-        // group): chunks of the 32-position minimum once the context passes it.
+        // 4 blocks over 2 item rows (2 KV heads, each item serving both query heads of its
+        // group): 2 chunks once the context passes the 32-position minimum, evened out.
         assert_eq!(plan.attention_split(10).splits, 1);
-        assert_eq!(plan.attention_split(90).splits, 3);
+        assert_eq!(plan.attention_split(90).splits, 2);
+        assert_eq!(plan.attention_split(90).chunk, 46);
         assert_eq!(plan.buffers().attn_tickets, 2);
     }
 

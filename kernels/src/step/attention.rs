@@ -2,26 +2,29 @@
 //! and RoPE.
 //!
 //! The positions `0..=pos` are cut into `splits` chunks. A work item is one (KV head, block of
-//! up to [`HEADS_PER_ITEM`] query heads of its group, chunk) and runs on one warp, so each K
-//! and V row is read once for the query heads that share it.
+//! up to [`HEADS_PER_ITEM`] query heads of its group, chunk) and runs on one block, so each K
+//! and V row is read once for the query heads that share it. The block's warps cut the chunk
+//! again, each its own run of positions, and merge their results in shared memory: a block
+//! barrier, not a fence and a ticket through L2.
 //!
 //! * **Lanes own slices of the head.** A key's row is `head_dim` values; `head_dim / 8` lanes
 //!   (a *key group*) each hold 8 of its values (one 16-byte load from a BF16 cache, two from
 //!   an f32 one: [`KvElem`]), and the warp's
 //!   `32 / (head_dim / 8)` key groups take different keys. A dot product is 8 fused
 //!   multiply-adds and a reduction over the key group's lanes.
-//! * **Loads first.** The item issues its query, norm weights, RoPE table row and the new key
+//! * **Loads first.** A warp issues its query, norm weights, RoPE table row and the new key
 //!   and value at once, then normalises and rotates in registers (the partner of a dimension
 //!   under RoPE's rotate-half is another lane of the key group: a shuffle). The keys of
 //!   [`BATCH`] rounds, and their values, are loaded before the first is used.
 //! * **Online softmax in registers**: a running max, sum and weighted value sum per query head,
-//!   merged across key groups by shuffles at the end.
-//! * **No grid barrier for the combine.** With several chunks, each item leaves its partial
-//!   and takes a ticket (an atomic count per item row); the item that takes the last ticket
-//!   merges the chunks and writes the output.
+//!   merged across key groups by shuffles, then across the block's warps through shared
+//!   memory by warp 0.
+//! * **No grid barrier for the combine.** With several chunks, each item's warp 0 leaves the
+//!   block's partial and takes a ticket (an atomic count per item row); the item that takes
+//!   the last ticket merges the chunks and writes the output.
 //!
-//! Items go to warps block by block first (warp `w` of block `b` takes item `w · grid + b`),
-//! so short contexts spread over every SM instead of filling the first blocks.
+//! Items go to blocks (block `b` takes items `b, b + grid, …`), so short contexts spread over
+//! the SMs instead of filling the first ones.
 
 use super::{KvDtype, LayerPointers, StepParams};
 use crate::device;
@@ -43,21 +46,19 @@ pub struct AttentionSplit {
     pub splits: u32,
 }
 
-/// The split for `len` positions: enough chunks to give every warp of the grid an item when
-/// `rows` items share each chunk, each chunk between `min_chunk` and `max_chunk` positions.
-/// Host and kernel call the same function.
+/// The split for `len` positions: enough chunks to give every one of `slots` item slots (the
+/// grid's blocks) an item when `rows` items share each chunk, each chunk at most `max_chunk`
+/// positions and, unless that leaves fewer than two chunks' worth, at least `min_chunk`; then
+/// the positions are spread evenly over that many chunks. Host and kernel call the same
+/// function.
 pub const fn attention_split(
     len: u32,
-    warps_in_grid: u32,
+    slots: u32,
     rows: u32,
     min_chunk: u32,
     max_chunk: u32,
 ) -> AttentionSplit {
-    let target = if warps_in_grid / rows > 1 {
-        warps_in_grid / rows
-    } else {
-        1
-    };
+    let target = if slots / rows > 1 { slots / rows } else { 1 };
     let mut chunk = len.div_ceil(target);
     if chunk < min_chunk {
         chunk = min_chunk;
@@ -65,9 +66,15 @@ pub const fn attention_split(
     if chunk > max_chunk {
         chunk = max_chunk;
     }
+    if chunk == 0 {
+        chunk = 1;
+    }
+    let splits = len.div_ceil(chunk);
+    // The same number of chunks, evenly filled: `ceil(len / ceil(len / c)) ≤ c` and it gives
+    // exactly `ceil(len / c)` chunks, so the bound of `max_splits` still holds.
     AttentionSplit {
-        chunk,
-        splits: len.div_ceil(chunk),
+        chunk: len.div_ceil(splits),
+        splits,
     }
 }
 
@@ -130,12 +137,25 @@ impl Lanes {
         }
     }
 
-    /// Sum over the key group's lanes; every lane of the group gets it.
+    /// Sums of `N` values over the key group's lanes (every lane of the group gets them),
+    /// level by level: the `N` shuffles of a level do not depend on each other, so they issue
+    /// back to back instead of each waiting out the one before (in-order issue, as on the
+    /// GPU).
     #[inline(always)]
-    fn sum(&self, mut v: f32) -> f32 {
+    fn sum_n<const N: usize>(&self, mut v: [f32; N]) -> [f32; N] {
         let mut offset = 1;
         while offset < self.per_key {
-            v += device::shfl_xor_f32(v, offset);
+            let mut other = [0.0f32; N];
+            let mut i = 0;
+            while i < N {
+                other[i] = device::shfl_xor_f32(v[i], offset);
+                i += 1;
+            }
+            let mut i = 0;
+            while i < N {
+                v[i] += other[i];
+                i += 1;
+            }
             offset *= 2;
         }
         v
@@ -301,44 +321,67 @@ unsafe fn store_slice(p: *mut f32, v: Slice) {
     }
 }
 
-/// RMSNorm of a head held as slices by a key group, then rotate-half RoPE: dimension `i` of
-/// the first half pairs with `i + head_dim / 2`, held by the lane `per_key / 2` away.
-/// `cos_sin` holds this lane's 8 (cos, sin) pairs.
+/// RMSNorm of `N` heads held as slices by a key group, then rotate-half RoPE: dimension `i`
+/// of the first half pairs with `i + head_dim / 2`, held by the lane `per_key / 2` away.
+/// `cos_sin` holds this lane's 8 (cos, sin) pairs. The heads' reductions and partner shuffles
+/// are issued together, so their shuffles overlap.
 #[inline(always)]
-fn norm_rope(
-    v: Slice,
-    weight: &Slice,
+fn norm_rope<const N: usize>(
+    v: [Slice; N],
+    weight: [&Slice; N],
     cos_sin: &[f32; 16],
     lanes: &Lanes,
     head_dim: u32,
     eps: f32,
-) -> Slice {
-    let mut sum_sq = 0.0f32;
-    let mut i = 0;
-    while i < DIMS_PER_LANE {
-        sum_sq += v[i] * v[i];
-        i += 1;
+) -> [Slice; N] {
+    let mut sum_sq = [0.0f32; N];
+    let mut n = 0;
+    while n < N {
+        let mut i = 0;
+        while i < DIMS_PER_LANE {
+            sum_sq[n] += v[n][i] * v[n][i];
+            i += 1;
+        }
+        n += 1;
     }
-    let scale = device::rsqrt(lanes.sum(sum_sq) / head_dim as f32 + eps);
-    let mut normed = [0.0; DIMS_PER_LANE];
-    let mut i = 0;
-    while i < DIMS_PER_LANE {
-        normed[i] = v[i] * scale * weight[i];
-        i += 1;
+    let sums = lanes.sum_n(sum_sq);
+    let mut normed = [[0.0; DIMS_PER_LANE]; N];
+    let mut n = 0;
+    while n < N {
+        let scale = device::rsqrt(sums[n] / head_dim as f32 + eps);
+        let mut i = 0;
+        while i < DIMS_PER_LANE {
+            normed[n][i] = v[n][i] * scale * weight[n][i];
+            i += 1;
+        }
+        n += 1;
     }
     let half = lanes.per_key / 2;
+    let mut partner = [[0.0; DIMS_PER_LANE]; N];
+    let mut n = 0;
+    while n < N {
+        let mut i = 0;
+        while i < DIMS_PER_LANE {
+            partner[n][i] = device::shfl_xor_f32(normed[n][i], half);
+            i += 1;
+        }
+        n += 1;
+    }
     let first_half = lanes.slice < half;
-    let mut out = [0.0; DIMS_PER_LANE];
-    let mut i = 0;
-    while i < DIMS_PER_LANE {
-        let partner = device::shfl_xor_f32(normed[i], half);
-        let (c, s) = (cos_sin[2 * i], cos_sin[2 * i + 1]);
-        out[i] = if first_half {
-            normed[i] * c - partner * s
-        } else {
-            normed[i] * c + partner * s
-        };
-        i += 1;
+    let mut out = [[0.0; DIMS_PER_LANE]; N];
+    let mut n = 0;
+    while n < N {
+        let mut i = 0;
+        while i < DIMS_PER_LANE {
+            let (c, s) = (cos_sin[2 * i], cos_sin[2 * i + 1]);
+            out[n][i] = if first_half {
+                normed[n][i] * c - partner[n][i] * s
+            } else {
+                normed[n][i] * c + partner[n][i] * s
+            };
+            i += 1;
+        }
+        n += 1;
     }
     out
 }
@@ -437,11 +480,12 @@ fn partial(p: &StepParams, head: u32, split: u32) -> *mut f32 {
     }
 }
 
-/// The attention stage of `layer` at `pos`: this warp's (KV head, head block, chunk) items,
-/// spread block by block over the grid's warps, with a cache of `E` values.
+/// The attention stage of `layer` at `pos`: this block's (KV head, head block, chunk) items,
+/// spread over the grid's blocks, with a cache of `E` values. `scratch` is the block's shared
+/// work area ([`scratch_floats`] f32s).
 ///
 /// # Safety
-/// Every lane of every warp calls it; the step's buffers as [`StepParams`] documents them,
+/// Every thread of every block calls it; the step's buffers as [`StepParams`] documents them,
 /// the caches holding `E` values; `split` is this step's split.
 #[inline(always)]
 pub unsafe fn attention_stage<E: KvElem>(
@@ -450,13 +494,13 @@ pub unsafe fn attention_stage<E: KvElem>(
     layer: u32,
     pos: u32,
     split: AttentionSplit,
+    scratch: *mut f32,
 ) {
     let d = &p.dims;
     let blocks_of_heads = head_blocks(d.q_heads, d.kv_heads);
     let rows = item_rows(d.q_heads, d.kv_heads);
     let items = rows * split.splits;
-    let warps_in_grid = device::grid_dim() * device::warps_per_block();
-    let mut item = device::warp_id() * device::grid_dim() + device::block_idx();
+    let mut item = device::block_idx();
     while item < items {
         let row = item % rows;
         let work_item = AttentionItem {
@@ -467,26 +511,39 @@ pub unsafe fn attention_stage<E: KvElem>(
             split: item / rows,
             shape: split,
         };
-        // SAFETY: every lane of the warp runs the item.
-        unsafe { attend::<E>(p, w, work_item) };
-        item += warps_in_grid;
+        // SAFETY: every thread of the block runs the item.
+        unsafe { attend::<E>(p, w, work_item, scratch) };
+        item += device::grid_dim();
     }
 }
 
-/// Runs one attention work item. Every lane of the warp calls it.
+/// f32s of shared memory an item's block merge needs: each warp's running sums of
+/// [`HEADS_PER_ITEM`] heads, laid out as partials.
+pub const fn scratch_floats(head_dim: u32, warps_per_block: u32) -> u32 {
+    warps_per_block * HEADS_PER_ITEM as u32 * partial_stride(head_dim)
+}
+
+/// Runs one attention work item on the block: each warp takes its own run of the chunk's
+/// positions, then warp 0 merges the warps' results and writes the output (or, with several
+/// chunks, the block's partial and its ticket). Every thread of the block calls it.
 ///
 /// # Safety
 /// The step's buffers as [`StepParams`] documents them, the caches holding `E` values; `item`
-/// inside this step's split.
+/// inside this step's split; `scratch` as in [`attention_stage`].
 #[inline(always)]
-pub unsafe fn attend<E: KvElem>(p: &StepParams, w: &LayerPointers, item: AttentionItem) {
+pub unsafe fn attend<E: KvElem>(
+    p: &StepParams,
+    w: &LayerPointers,
+    item: AttentionItem,
+    scratch: *mut f32,
+) {
     let AttentionItem {
-        layer,
         pos,
         kv_head,
         head_block,
         split,
         shape,
+        ..
     } = item;
     let d = &p.dims;
     let hd = d.head_dim;
@@ -495,10 +552,158 @@ pub unsafe fn attend<E: KvElem>(p: &StepParams, w: &LayerPointers, item: Attenti
     let first_head = kv_head * group_size + head_block * HEADS_PER_ITEM as u32;
     let heads = (group_size - head_block * HEADS_PER_ITEM as u32).min(HEADS_PER_ITEM as u32);
     let len = pos + 1;
-    let start = split * shape.chunk;
-    let end = (start + shape.chunk).min(len);
+    let chunk_start = split * shape.chunk;
+    let chunk_end = (chunk_start + shape.chunk).min(len);
+    // The chunk's runs: one a warp, each at least a batch of keys (a shorter run costs the
+    // same round trip for fewer keys), so a short chunk uses fewer warps.
+    let chunk_len = chunk_end - chunk_start;
+    let min_run = BATCH as u32 * lanes.groups;
+    let runs = chunk_len.div_ceil(min_run).clamp(1, device::warps_per_block());
+    let per_run = chunk_len.div_ceil(runs);
+    let warp = device::warp_id();
+    let start = (chunk_start + warp * per_run).min(chunk_end);
+    let end = (start + per_run).min(chunk_end);
+    if runs == 1 {
+        // One warp: its sums are the item's, no merge through shared memory.
+        if warp == 0 {
+            // SAFETY: forwarded contract; `start..end` is the whole chunk.
+            let run = unsafe { attend_run::<E>(p, w, item, &lanes, first_head, heads, start, end) };
+            // SAFETY: forwarded contract.
+            unsafe { finish_item(p, item, &lanes, first_head, heads, &run) };
+        }
+        return;
+    }
+    let mut run = [Running::EMPTY; HEADS_PER_ITEM];
+    if start < end {
+        // SAFETY: forwarded contract; `start..end` is inside the item's chunk.
+        run = unsafe { attend_run::<E>(p, w, item, &lanes, first_head, heads, start, end) };
+    }
+    // The runs' results meet in shared memory; warp 0 merges them.
+    let stride = partial_stride(hd) as usize;
+    let dim = (lanes.slice as usize) * DIMS_PER_LANE;
+    if warp < runs && lanes.group == 0 {
+        crate::unroll!(2; h => {
+            // SAFETY: `scratch` holds `scratch_floats` f32s, 16-byte aligned.
+            unsafe {
+                let at = scratch.add((warp as usize * HEADS_PER_ITEM + h) * stride);
+                store_slice(at.add(dim), run[h].acc);
+                if lanes.slice == 0 {
+                    at.add(hd as usize).write(run[h].max);
+                    at.add(hd as usize + 1).write(run[h].sum);
+                }
+            }
+        });
+    }
+    device::sync_threads();
+    if warp == 0 {
+        let mut merged = [Running::EMPTY; HEADS_PER_ITEM];
+        crate::unroll!(2; h => {
+            let mut from = lanes.group;
+            while from < runs {
+                // SAFETY: written by warp `from` before the block barrier above.
+                unsafe {
+                    let at = scratch.add((from as usize * HEADS_PER_ITEM + h) * stride);
+                    let acc = load_slice(at.add(dim));
+                    merged[h].merge(at.add(hd as usize).read(), at.add(hd as usize + 1).read(), &acc);
+                }
+                from += lanes.groups;
+            }
+            merged[h].merge_groups(&lanes);
+        });
+        // SAFETY: forwarded contract.
+        unsafe { finish_item(p, item, &lanes, first_head, heads, &merged) };
+    }
+    // The next item of this block writes `scratch` again.
+    device::sync_threads();
+}
+
+/// Warp 0's end of an item: the output of its heads, or with several chunks the block's
+/// partial and a ticket (the chunk that takes the last one combines).
+///
+/// # Safety
+/// As [`attend`]; every lane of warp 0 calls it.
+#[inline(always)]
+unsafe fn finish_item(
+    p: &StepParams,
+    item: AttentionItem,
+    lanes: &Lanes,
+    first_head: u32,
+    heads: u32,
+    run: &[Running; HEADS_PER_ITEM],
+) {
+    let d = &p.dims;
+    let hd = d.head_dim;
+    let dim = (lanes.slice as usize) * DIMS_PER_LANE;
+    let shape = item.shape;
+    if shape.splits == 1 {
+        if lanes.group == 0 {
+            crate::unroll!(2; h => {
+                if (h as u32) < heads {
+                    let head = (first_head as usize) + h;
+                    // SAFETY: the output holds every head's `head_dim` values.
+                    unsafe { store_slice(p.attn_out.add(head * hd as usize + dim), run[h].output()) };
+                }
+            });
+        }
+        return;
+    }
+    // Several chunks: leave the partial, take a ticket; the last item combines.
+    if lanes.group == 0 {
+        crate::unroll!(2; h => {
+            if (h as u32) < heads {
+                let part = partial(p, first_head + h as u32, item.split);
+                // SAFETY: each partial has `partial_stride(head_dim)` floats.
+                unsafe {
+                    store_slice(part.add(dim), run[h].acc);
+                    if lanes.slice == 0 {
+                        part.add(hd as usize).write(run[h].max);
+                        part.add(hd as usize + 1).write(run[h].sum);
+                    }
+                }
+            }
+        });
+    }
+    let ticket_row = item.kv_head * head_blocks(d.q_heads, d.kv_heads) + item.head_block;
+    // SAFETY: the ticket array holds `item_rows` counters.
+    let last = unsafe { take_ticket(p.attn_tickets.add(ticket_row as usize), shape.splits) };
+    if last {
+        // SAFETY: every chunk of these heads left its partial before its ticket.
+        unsafe { combine(p, first_head, heads, shape.splits, lanes) };
+    }
+}
+
+/// One warp's run `start..end` of an item's chunk: the queries normed and rotated, the new
+/// position if the run ends there (its key and value appended to the cache by the first head
+/// block), then the cached keys; the running sums of the item's heads, merged over the warp's
+/// key groups.
+///
+/// # Safety
+/// As [`attend`]; `start < end ≤ pos + 1`; every lane of the warp calls it.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn attend_run<E: KvElem>(
+    p: &StepParams,
+    w: &LayerPointers,
+    item: AttentionItem,
+    lanes: &Lanes,
+    first_head: u32,
+    heads: u32,
+    start: u32,
+    end: u32,
+) -> [Running; HEADS_PER_ITEM] {
+    let AttentionItem {
+        layer,
+        pos,
+        kv_head,
+        head_block,
+        ..
+    } = item;
+    let lanes = *lanes;
+    let d = &p.dims;
+    let hd = d.head_dim;
+    let len = pos + 1;
     let holds_new = end == len;
-    // Cache rows this item reads; the new position comes from the projection.
+    // Cache rows this run reads; the new position comes from the projection.
     let cached_end = if holds_new { pos } else { end };
     let dim = (lanes.slice as usize) * DIMS_PER_LANE;
     let half = (hd / 2) as usize;
@@ -541,13 +746,21 @@ pub unsafe fn attend<E: KvElem>(p: &StepParams, w: &LayerPointers, item: Attenti
         )
     };
 
-    // 2. q_norm and RoPE of the queries, k_norm and RoPE of the new key (in registers).
-    crate::unroll!(2; h => {
-        q[h] = norm_rope(q[h], &q_weight, &cos_sin, &lanes, hd, d.rms_eps);
-    });
+    // 2. q_norm and RoPE of the queries, k_norm and RoPE of the new key (in registers), the
+    //    three together. A run without the new position norms zeros (and keeps zeros).
+    const _: () = assert!(HEADS_PER_ITEM == 2);
+    let [q0, q1, k_normed] = norm_rope(
+        [q[0], q[1], k_raw],
+        [&q_weight, &q_weight, &k_weight],
+        &cos_sin,
+        &lanes,
+        hd,
+        d.rms_eps,
+    );
+    q = [q0, q1];
     // The new key and value as the cache holds them: this step attends to what later steps
     // will read back.
-    let k_new = E::round(norm_rope(k_raw, &k_weight, &cos_sin, &lanes, hd, d.rms_eps));
+    let k_new = E::round(k_normed);
     let v_new = E::round(v_new);
     let kv_offset =
         ((layer * d.kv_heads + kv_head) as usize) * d.max_context as usize * hd as usize;
@@ -572,8 +785,9 @@ pub unsafe fn attend<E: KvElem>(p: &StepParams, w: &LayerPointers, item: Attenti
     let mut run = [Running::EMPTY; HEADS_PER_ITEM];
     if holds_new {
         let mine = lanes.group == 0;
+        let sums = lanes.sum_n([dot(&q[0], &k_new), dot(&q[1], &k_new)]);
         crate::unroll!(2; h => {
-            let s = lanes.sum(dot(&q[h], &k_new)) * d.attention_scale;
+            let s = sums[h] * d.attention_scale;
             if mine {
                 run[h].merge(s, 1.0, &v_new);
             }
@@ -599,12 +813,20 @@ pub unsafe fn attend<E: KvElem>(p: &StepParams, w: &LayerPointers, item: Attenti
                 values[b] = E::load8(v_cache.add(row));
             }
         });
+        // The batch's dot products for both heads, reduced over the key group together.
+        let mut dots = [0.0f32; HEADS_PER_ITEM * BATCH];
+        crate::unroll!(2; h => {
+            crate::unroll!(4; b => {
+                dots[h * BATCH + b] = dot(&q[h], &keys[b]);
+            });
+        });
+        let dots = lanes.sum_n(dots);
         crate::unroll!(2; h => {
             // Scores of the batch, then one rescale for all of them.
             let mut scores = [f32::NEG_INFINITY; BATCH];
             let mut batch_max = run[h].max;
             crate::unroll!(4; b => {
-                let s = lanes.sum(dot(&q[h], &keys[b])) * d.attention_scale;
+                let s = dots[h * BATCH + b] * d.attention_scale;
                 if valid[b] {
                     scores[b] = s;
                     if s > batch_max {
@@ -638,41 +860,7 @@ pub unsafe fn attend<E: KvElem>(p: &StepParams, w: &LayerPointers, item: Attenti
     crate::unroll!(2; h => {
         run[h].merge_groups(&lanes);
     });
-    if shape.splits == 1 {
-        if lanes.group == 0 {
-            crate::unroll!(2; h => {
-                if (h as u32) < heads {
-                    let head = (first_head as usize) + h;
-                    // SAFETY: the output holds every head's `head_dim` values.
-                    unsafe { store_slice(p.attn_out.add(head * hd as usize + dim), run[h].output()) };
-                }
-            });
-        }
-        return;
-    }
-    // 6. Several chunks: leave the partial, take a ticket; the last item combines.
-    if lanes.group == 0 {
-        crate::unroll!(2; h => {
-            if (h as u32) < heads {
-                let part = partial(p, first_head + h as u32, split);
-                // SAFETY: each partial has `partial_stride(head_dim)` floats.
-                unsafe {
-                    store_slice(part.add(dim), run[h].acc);
-                    if lanes.slice == 0 {
-                        part.add(hd as usize).write(run[h].max);
-                        part.add(hd as usize + 1).write(run[h].sum);
-                    }
-                }
-            }
-        });
-    }
-    let ticket_row = kv_head * head_blocks(d.q_heads, d.kv_heads) + head_block;
-    // SAFETY: the ticket array holds `item_rows` counters.
-    let last = unsafe { take_ticket(p.attn_tickets.add(ticket_row as usize), shape.splits) };
-    if last {
-        // SAFETY: every chunk of these heads left its partial before its ticket.
-        unsafe { combine(p, first_head, heads, shape.splits, &lanes) };
-    }
+    run
 }
 
 /// Publishes the warp's partials and counts this chunk in; true on every lane for the chunk

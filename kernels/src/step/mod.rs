@@ -230,7 +230,12 @@ pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block
     }
     // The LM head keeps the normed hidden state and, behind it, the sampler's warp lists.
     let lm_head = dims.hidden + (sample::shared_bytes(warps_per_block) / 4) as u32;
-    let floats = if lm_head > vector { lm_head } else { vector };
+    let mut floats = if lm_head > vector { lm_head } else { vector };
+    // Attention merges its warps' running sums there.
+    let attention = attention::scratch_floats(dims.head_dim, warps_per_block);
+    if attention > floats {
+        floats = attention;
+    }
     SYNC_SHARED_BYTES + floats as usize * 4
 }
 
@@ -239,19 +244,19 @@ pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block
 ///
 /// [`attention_split`] is not monotonic in the length (a shorter context may get shorter
 /// chunks and so more of them), so the split of the longest context is not the bound. With
-/// `T = max(warps / q_heads, 1)` and chunks clamped to `[min_chunk, max_chunk]`, a length `n`
-/// gets `ceil(n / c)` chunks of `c` positions where
+/// `T = max(blocks / rows, 1)` and chunks clamped to `[min_chunk, max_chunk]`, a length `n`
+/// gets `ceil(n / c)` chunks (then evened out, which keeps their number) where
 /// * `c = ceil(n / T)` (not clamped) or `c = min_chunk ≥ ceil(n / T)`: then `n / c ≤ T`, so at
 ///   most `T` chunks;
 /// * `c = max_chunk`: at most `ceil(max_context / max_chunk)` chunks;
 ///
 /// and always `c ≥ min_chunk`, so at most `ceil(max_context / min_chunk)`. Hence the bound
-/// `min(max(T, ceil(L / max_chunk)), ceil(L / min_chunk))`, with `T` counted in
-/// [`item_rows`] rather than heads.
-pub const fn max_splits(dims: &ModelDims, shape: &LaunchShape, warps_in_grid: u32) -> u32 {
+/// `min(max(T, ceil(L / max_chunk)), ceil(L / min_chunk))`, with the rows of
+/// [`item_rows`].
+pub const fn max_splits(dims: &ModelDims, shape: &LaunchShape, blocks_in_grid: u32) -> u32 {
     let rows = item_rows(dims.q_heads, dims.kv_heads);
-    let target = if warps_in_grid / rows > 1 {
-        warps_in_grid / rows
+    let target = if blocks_in_grid / rows > 1 {
+        blocks_in_grid / rows
     } else {
         1
     };
@@ -405,10 +410,9 @@ pub unsafe fn decode_step(p: &StepParams) {
     if earlier_error != 0 {
         return;
     }
-    let warps_in_grid = device::grid_dim() * device::warps_per_block();
     let split = attention_split(
         pos.wrapping_add(1),
-        warps_in_grid,
+        device::grid_dim(),
         item_rows(d.q_heads, d.kv_heads),
         p.shape.min_chunk,
         p.shape.max_chunk,
@@ -521,9 +525,9 @@ pub unsafe fn decode_step(p: &StepParams) {
         // SAFETY: every lane of every warp runs the stage; buffers sized per `StepParams`.
         unsafe {
             if p.kv_dtype == KvDtype::Bf16.code() {
-                attention_stage::<Bf16>(p, w, layer, pos, split);
+                attention_stage::<Bf16>(p, w, layer, pos, split, work);
             } else {
-                attention_stage::<F32>(p, w, layer, pos, split);
+                attention_stage::<F32>(p, w, layer, pos, split, work);
             }
         }
         // SAFETY: as above.
