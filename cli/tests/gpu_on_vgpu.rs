@@ -450,7 +450,7 @@ fn a_simulated_bench_says_so_and_shows_where_each_step_went() {
     let json: serde_json::Value = serde_json::from_str(&run("json")).expect("bench JSON");
     assert_eq!(json["time"], "simulated", "{json}");
     assert_eq!(json["simulated"], true, "{json}");
-    assert_eq!(json["timing_model"], "h100-sxm-v1", "{json}");
+    assert_eq!(json["timing_model"], qwenmk_vgpu::timing::MODEL_VERSION, "{json}");
     assert!(
         json["gpu"]["name"]
             .as_str()
@@ -461,7 +461,7 @@ fn a_simulated_bench_says_so_and_shows_where_each_step_went() {
     assert_eq!(json["settings"]["fill"], "random", "{json}");
     for r in json["results"].as_array().unwrap() {
         let p = &r["simulated"];
-        assert_eq!(p["model"], "h100-sxm-v1", "{p}");
+        assert_eq!(p["model"], qwenmk_vgpu::timing::MODEL_VERSION, "{p}");
         // One warm-up step is not profiled; the timed run's two are.
         assert_eq!(p["steps"], 2, "{p}");
         let stages = p["stages"].as_array().unwrap();

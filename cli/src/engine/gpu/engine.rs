@@ -28,12 +28,13 @@ pub const BLOCK: u32 = 256;
 pub const SPIN_LIMIT_NS: u64 = 2_000_000_000;
 
 /// The GPU's launch shape: 16 lanes per row read 256 contiguous bytes per load instruction
-/// across each row pair; attention chunks of 64..512 positions.
+/// across each row pair; attention chunks (one per block, cut again over its 8 warps) of
+/// 32..4,096 positions.
 pub fn launch_shape() -> LaunchShape {
     LaunchShape {
         lanes_per_row: 16,
-        min_chunk: 16,
-        max_chunk: 512,
+        min_chunk: 32,
+        max_chunk: 4096,
         reserved: 0,
         spin_limit_ns: SPIN_LIMIT_NS,
     }
