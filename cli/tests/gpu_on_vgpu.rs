@@ -450,7 +450,11 @@ fn a_simulated_bench_says_so_and_shows_where_each_step_went() {
     let json: serde_json::Value = serde_json::from_str(&run("json")).expect("bench JSON");
     assert_eq!(json["time"], "simulated", "{json}");
     assert_eq!(json["simulated"], true, "{json}");
-    assert_eq!(json["timing_model"], qwenmk_vgpu::timing::MODEL_VERSION, "{json}");
+    assert_eq!(
+        json["timing_model"],
+        qwenmk_vgpu::timing::MODEL_VERSION,
+        "{json}"
+    );
     assert!(
         json["gpu"]["name"]
             .as_str()

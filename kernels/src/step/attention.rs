@@ -558,7 +558,9 @@ pub unsafe fn attend<E: KvElem>(
     // same round trip for fewer keys), so a short chunk uses fewer warps.
     let chunk_len = chunk_end - chunk_start;
     let min_run = BATCH as u32 * lanes.groups;
-    let runs = chunk_len.div_ceil(min_run).clamp(1, device::warps_per_block());
+    let runs = chunk_len
+        .div_ceil(min_run)
+        .clamp(1, device::warps_per_block());
     let per_run = chunk_len.div_ceil(runs);
     let warp = device::warp_id();
     let start = (chunk_start + warp * per_run).min(chunk_end);
