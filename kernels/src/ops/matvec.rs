@@ -27,15 +27,18 @@ impl RowSplit {
     /// This thread's place in the split for the current grid.
     #[inline(always)]
     pub fn here(lanes_per_row: u32) -> Self {
-        let units_per_pass = device::WARP_SIZE / lanes_per_row;
+        // `lanes_per_row` is a power of two: shifts and masks, not divisions (a division is a
+        // long instruction sequence on the GPU, and this runs at the start of every stage).
+        let shift = lanes_per_row.trailing_zeros();
+        let units_per_pass = device::WARP_SIZE >> shift;
         let lane = device::lane_id();
         let warps_in_grid = device::grid_dim() * device::warps_per_block();
         let warp_in_grid = device::block_idx() * device::warps_per_block() + device::warp_id();
         RowSplit {
             lanes_per_row,
             units_per_pass,
-            group: lane / lanes_per_row,
-            sub: lane % lanes_per_row,
+            group: lane >> shift,
+            sub: lane & (lanes_per_row - 1),
             first_unit: warp_in_grid * units_per_pass,
             unit_stride: warps_in_grid * units_per_pass,
         }
@@ -67,14 +70,20 @@ pub fn lanes_for(units: u32, cols: u32, base: u32) -> u32 {
 }
 
 /// [`lanes_for`] for a grid of `warps` warps (the host's reports call it too).
+///
+/// `base` must be a power of two up to 32 and `warps` at least 1. One division (by `warps`),
+/// the rest shifts: the matvec and its prefetch evaluate it at every stage.
 pub const fn lanes_for_warps(units: u32, cols: u32, base: u32, warps: u32) -> u32 {
     let loads_per_row = cols / VALUES_PER_LOAD;
+    // ⌈units / (warps · 32 / lanes)⌉ = ⌈⌈units / warps⌉ / (32 / lanes)⌉: the division by the
+    // grid's warps is shared by every candidate.
+    let units_per_warp = units.div_ceil(warps);
     let mut best = base;
     let mut lanes = base;
     while lanes < device::WARP_SIZE && loads_per_row >= 4 * (lanes * 2) {
         lanes *= 2;
-        if busiest_lane_loads(units, loads_per_row, lanes, warps)
-            < busiest_lane_loads(units, loads_per_row, best, warps)
+        if busiest_lane_loads(units_per_warp, loads_per_row, lanes)
+            < busiest_lane_loads(units_per_warp, loads_per_row, best)
         {
             best = lanes;
         }
@@ -82,10 +91,17 @@ pub const fn lanes_for_warps(units: u32, cols: u32, base: u32, warps: u32) -> u3
     best
 }
 
-/// Loads the busiest lane makes over a matrix: passes × loads per lane of a row.
-const fn busiest_lane_loads(units: u32, loads_per_row: u32, lanes: u32, warps: u32) -> u32 {
-    let units_per_pass = warps * (device::WARP_SIZE / lanes);
-    units.div_ceil(units_per_pass) * loads_per_row.div_ceil(lanes)
+/// Loads the busiest lane makes over a matrix: passes × loads per lane of a row, for
+/// `units_per_warp = ⌈units / warps⌉` and `lanes` a power of two up to 32.
+const fn busiest_lane_loads(units_per_warp: u32, loads_per_row: u32, lanes: u32) -> u32 {
+    let shift = lanes.trailing_zeros();
+    let passes = ceil_shift(units_per_warp, device::WARP_SIZE.trailing_zeros() - shift);
+    passes * ceil_shift(loads_per_row, shift)
+}
+
+/// ⌈x / 2^shift⌉.
+const fn ceil_shift(x: u32, shift: u32) -> u32 {
+    (x >> shift) + (x & ((1 << shift) - 1) != 0) as u32
 }
 
 /// 16-byte weight loads one lane has in flight at the start of a matvec of units of `rows`
@@ -145,7 +161,8 @@ pub unsafe fn store_staged8(xs: *mut f32, n: usize, m: usize, v: [f32; 8]) {
 #[inline(always)]
 const fn loads_of_lane(sub: u32, loads_per_row: u32, lanes: u32) -> u32 {
     if sub < loads_per_row {
-        (loads_per_row - sub).div_ceil(lanes)
+        // `lanes` is a power of two.
+        ceil_shift(loads_per_row - sub, lanes.trailing_zeros())
     } else {
         0
     }
