@@ -127,13 +127,16 @@ struct Lanes {
 impl Lanes {
     #[inline(always)]
     fn here(head_dim: u32) -> Lanes {
+        // A power of two ([`head_dim_supported`]): shifts and masks, not divisions, at the
+        // start of every item.
         let per_key = head_dim / DIMS_PER_LANE as u32;
+        let shift = per_key.trailing_zeros();
         let lane = device::lane_id();
         Lanes {
             per_key,
-            slice: lane % per_key,
-            group: lane / per_key,
-            groups: device::WARP_SIZE / per_key,
+            slice: lane & (per_key - 1),
+            group: lane >> shift,
+            groups: device::WARP_SIZE >> shift,
         }
     }
 
@@ -557,9 +560,10 @@ pub unsafe fn attend<E: KvElem>(
     // The chunk's runs: one a warp, each at least a batch of keys (a shorter run costs the
     // same round trip for fewer keys), so a short chunk uses fewer warps.
     let chunk_len = chunk_end - chunk_start;
-    let min_run = BATCH as u32 * lanes.groups;
+    // `BATCH · groups` is a power of two.
+    let min_run_shift = (BATCH as u32 * lanes.groups).trailing_zeros();
     let runs = chunk_len
-        .div_ceil(min_run)
+        .div_ceil(1 << min_run_shift)
         .clamp(1, device::warps_per_block());
     let per_run = chunk_len.div_ceil(runs);
     let warp = device::warp_id();
@@ -723,7 +727,10 @@ unsafe fn attend_run<E: KvElem>(
                 q[h] = load_slice(p.qkv.add((first_head as usize + h) * hd as usize + dim));
             }
         });
-        let rope_row = p.rope.add(pos as usize * hd as usize + 2 * (dim % half));
+        // `dim % half`: `head_dim` is a power of two.
+        let rope_row = p
+            .rope
+            .add(pos as usize * hd as usize + 2 * (dim & (half - 1)));
         let (a, b) = (load_slice_nc(rope_row), load_slice_nc(rope_row.add(8)));
         let cos_sin = [
             a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5],
