@@ -7,7 +7,9 @@ use qwenmk::engine::gpu::engine::launch_shape;
 use qwenmk::engine::plan::model_dims;
 use qwenmk_kernels::device::{L2_PREFETCH_BUDGET_BYTES, WARP_SIZE};
 use qwenmk_kernels::ops::matvec::{lanes_for_warps, loads_in_flight_per_lane};
-use qwenmk_kernels::step::attention::{BATCH, DIMS_PER_LANE, attention_split, item_rows};
+use qwenmk_kernels::step::attention::{
+    BATCH, DIMS_PER_LANE, attention_runs, attention_split, item_rows,
+};
 use qwenmk_kernels::step::{KV_PREFETCH_BUDGET, ModelDims};
 use qwenmk_weights::config::ModelConfig;
 
@@ -102,9 +104,10 @@ pub fn stages(dims: &ModelDims, blocks: u32) -> Vec<StageFlight> {
     let lanes_per_key = d.head_dim / DIMS_PER_LANE as u32;
     for depth in DEPTHS {
         let split = attention_split(depth + 1, grid, rows, shape.min_chunk, shape.max_chunk);
-        // An item is a block; each of its warps with positions of the chunk is busy.
+        // An item is a block; each of its warps with a run of the chunk is busy.
         let items = (rows * split.splits).min(grid);
-        let warps_per_item = (THREADS / WARP_SIZE).min(split.chunk);
+        let warps_per_item =
+            attention_runs(split.chunk, WARP_SIZE / lanes_per_key, THREADS / WARP_SIZE);
         let busy = f64::from(items * warps_per_item * WARP_SIZE) / f64::from(SMS);
         let loads = 2 * BATCH as u32;
         out.push(StageFlight {

@@ -520,6 +520,24 @@ pub unsafe fn attention_stage<E: KvElem>(
     }
 }
 
+/// Warps that share an item of a chunk of `chunk_len` positions, each its own run: one a
+/// warp, each at least a batch of keys per key group (a shorter run costs the same round trip
+/// for fewer keys), so a short chunk uses fewer warps. `key_groups` is `32 / (head_dim / 8)`.
+/// Kernel and host reports call it alike.
+#[inline(always)]
+pub const fn attention_runs(chunk_len: u32, key_groups: u32, warps_per_block: u32) -> u32 {
+    // `BATCH · key groups` is a power of two: a shift, not a division, at every item.
+    let min_run_shift = (BATCH as u32 * key_groups).trailing_zeros();
+    let runs = chunk_len.div_ceil(1 << min_run_shift);
+    if runs < 1 {
+        1
+    } else if runs > warps_per_block {
+        warps_per_block
+    } else {
+        runs
+    }
+}
+
 /// f32s of shared memory an item's block merge needs: each warp's running sums of
 /// [`HEADS_PER_ITEM`] heads, laid out as partials.
 pub const fn scratch_floats(head_dim: u32, warps_per_block: u32) -> u32 {
@@ -557,14 +575,8 @@ pub unsafe fn attend<E: KvElem>(
     let len = pos + 1;
     let chunk_start = split * shape.chunk;
     let chunk_end = (chunk_start + shape.chunk).min(len);
-    // The chunk's runs: one a warp, each at least a batch of keys (a shorter run costs the
-    // same round trip for fewer keys), so a short chunk uses fewer warps.
     let chunk_len = chunk_end - chunk_start;
-    // `BATCH · groups` is a power of two.
-    let min_run_shift = (BATCH as u32 * lanes.groups).trailing_zeros();
-    let runs = chunk_len
-        .div_ceil(1 << min_run_shift)
-        .clamp(1, device::warps_per_block());
+    let runs = attention_runs(chunk_len, lanes.groups, device::warps_per_block());
     let per_run = chunk_len.div_ceil(runs);
     let warp = device::warp_id();
     let start = (chunk_start + warp * per_run).min(chunk_end);
