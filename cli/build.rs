@@ -13,7 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const TARGET: &str = "nvptx64-nvidia-cuda";
-const RUSTFLAGS: &[&str] = &["-Zunstable-options", "-Cpanic=immediate-abort"];
+const RUSTFLAGS: &[&str] = &[
+    "-Zunstable-options",
+    "-Cpanic=immediate-abort",
+    // No jump tables (`brx.idx`): a `match` over a few cases becomes compares and branches,
+    // which ptxas turns into the same predicated code, and which the virtual GPU runs (it
+    // has no multi-way branch).
+    "-Cllvm-args=-min-jump-table-entries=1000000",
+];
 
 /// One PTX build of the kernels.
 struct Arch {

@@ -56,7 +56,7 @@ fn launch(shape: (u32, u32, u32, u32, u32)) -> (u32, u32, LaunchShape) {
         lanes_per_row: lanes,
         min_chunk,
         max_chunk,
-        reserved: 0,
+        ring_slot_bytes: 0,
         spin_limit_ns: emulator::SPIN_LIMIT_NS,
     };
     (grid, block, shape)

@@ -26,7 +26,7 @@ fn shape(spin_limit_ms: u64) -> LaunchShape {
         lanes_per_row: 1,
         min_chunk: 32,
         max_chunk: 256,
-        reserved: 0,
+        ring_slot_bytes: 0,
         spin_limit_ns: spin_limit_ms * 1_000_000,
     }
 }

@@ -7,6 +7,7 @@ use std::mem::{align_of, offset_of, size_of};
 use qwenmk::ptx::{MODULES, PtxModule};
 use qwenmk_kernels::kernel_names::DECODE_STEP;
 use qwenmk_kernels::ops::sample::SampleParams;
+use qwenmk_kernels::step::ring::{MatrixPlan, RingPlan};
 use qwenmk_kernels::step::{LaunchShape, ModelDims, StepParams};
 use qwenmk_vgpu::ptx::{AddressBase, Operand, Statement, parse, type_bytes};
 
@@ -41,9 +42,9 @@ fn fields() -> Vec<(usize, usize, &'static str)> {
         (shape + offset_of!(LaunchShape, min_chunk), 4, "min_chunk"),
         (shape + offset_of!(LaunchShape, max_chunk), 4, "max_chunk"),
         (
-            shape + offset_of!(LaunchShape, reserved),
+            shape + offset_of!(LaunchShape, ring_slot_bytes),
             4,
-            "shape.reserved",
+            "shape.ring_slot_bytes",
         ),
         (
             shape + offset_of!(LaunchShape, spin_limit_ns),
@@ -53,8 +54,40 @@ fn fields() -> Vec<(usize, usize, &'static str)> {
         (offset_of!(StepParams, max_splits), 4, "max_splits"),
         (offset_of!(StepParams, abi_bytes), 4, "abi_bytes"),
         (offset_of!(StepParams, kv_dtype), 4, "kv_dtype"),
-        (offset_of!(StepParams, reserved), 4, "reserved"),
+        (offset_of!(StepParams, profile), 4, "profile"),
     ];
+    let ring = offset_of!(StepParams, ring);
+    v.extend([
+        (
+            ring + offset_of!(RingPlan, slot_bytes),
+            4,
+            "ring.slot_bytes",
+        ),
+        (
+            ring + offset_of!(RingPlan, chunks_per_layer),
+            4,
+            "ring.chunks_per_layer",
+        ),
+        (ring + offset_of!(RingPlan, lanes), 4, "ring.lanes"),
+        (ring + offset_of!(RingPlan, reserved), 4, "ring.reserved"),
+    ]);
+    for m in 0..4 {
+        let at = ring + offset_of!(RingPlan, matrices) + m * size_of::<MatrixPlan>();
+        v.extend([
+            (
+                at + offset_of!(MatrixPlan, units_per_block),
+                4,
+                "units_per_block",
+            ),
+            (
+                at + offset_of!(MatrixPlan, units_per_chunk),
+                4,
+                "units_per_chunk",
+            ),
+            (at + offset_of!(MatrixPlan, chunks), 4, "chunks"),
+            (at + offset_of!(MatrixPlan, reserved), 4, "matrix.reserved"),
+        ]);
+    }
     let sample = offset_of!(StepParams, sample);
     v.extend([
         (sample + offset_of!(SampleParams, mode), 4, "sample.mode"),

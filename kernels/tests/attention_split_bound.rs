@@ -24,7 +24,7 @@ fn shape(min_chunk: u32, max_chunk: u32) -> LaunchShape {
         lanes_per_row: 16,
         min_chunk,
         max_chunk,
-        reserved: 0,
+        ring_slot_bytes: 0,
         spin_limit_ns: 1,
     }
 }

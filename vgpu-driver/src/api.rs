@@ -956,7 +956,7 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel(
 
 /// Not a CUDA function: the timing model's profile of the launches since the last call, as
 /// JSON (`{"model", "clock_ghz", "sms", "launches": [{"cycles", "hbm_bytes", …,
-/// "arrivals": [[block, cycle], …]}]}`), written to `buf` (`len` bytes) NUL-terminated.
+/// "marks": [[block, cycle], …]}]}`), written to `buf` (`len` bytes) NUL-terminated.
 /// Returns the JSON's length; when `len` is too small nothing is written or forgotten, so a
 /// caller can ask again with a larger buffer. A program finds it with `dlsym`; only the
 /// virtual GPU has it.

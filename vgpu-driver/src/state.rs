@@ -168,16 +168,13 @@ impl Driver {
             .drain(..)
             .map(|r| {
                 let c = &r.counters;
-                let arrivals: Vec<String> = r
-                    .arrivals
-                    .iter()
-                    .map(|(b, t)| format!("[{b},{t}]"))
-                    .collect();
+                let marks: Vec<String> =
+                    r.marks.iter().map(|(b, t)| format!("[{b},{t}]")).collect();
                 format!(
                     "{{\"cycles\":{},\"hbm_bytes\":{},\"hbm_busy_cycles\":{:.1},\
                      \"l2_hit_bytes\":{},\"l2_far_hit_bytes\":{},\"l1_hit_bytes\":{},\
                      \"shared_bytes\":{},\"store_bytes\":{},\"prefetch_bytes\":{},\
-                     \"atomics\":{},\"issued\":{},\"arrivals\":[{}]}}",
+                     \"atomics\":{},\"issued\":{},\"marks\":[{}]}}",
                     r.cycles,
                     c.hbm_bytes,
                     c.hbm_busy_cycles,
@@ -189,7 +186,7 @@ impl Driver {
                     c.prefetch_bytes,
                     c.atomics,
                     c.issued,
-                    arrivals.join(",")
+                    marks.join(",")
                 )
             })
             .collect();

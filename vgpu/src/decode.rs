@@ -658,6 +658,8 @@ impl<'a> Decoder<'a> {
                 Op::Bra { target }
             }
             "bar" | "barrier" => self.barrier(i, &mut m)?,
+            "mbarrier" => self.mbarrier(i, &mut m)?,
+            "cp" => self.async_copy(i, &mut m)?,
             "shfl" => self.shfl(i, &mut m)?,
             "vote" => {
                 m.take("sync");
@@ -675,6 +677,21 @@ impl<'a> Decoder<'a> {
                     d: self.dst(&o[0], line)?,
                     a: self.src(&o[1], line)?,
                     mask: self.src(&o[2], line)?,
+                }
+            }
+            "fence" if m.take("mbarrier_init") || m.take("proxy") => {
+                // `fence.mbarrier_init.release.cluster` (an mbarrier's initialisation before
+                // the copy engine uses it) and `fence.proxy.async{.shared::cta}` (ordering
+                // between plain and asynchronous accesses to shared memory): the interpreter
+                // runs asynchronous copies through the same memory, so these order nothing
+                // more; a block-scope fence of no cost.
+                m.take_any(&["release"]);
+                m.take_any(&["async"]);
+                m.space();
+                m.scope();
+                Op::Fence {
+                    sem: Sem::Weak,
+                    scope: Scope::Cta,
                 }
             }
             "fence" => {
@@ -1231,6 +1248,117 @@ impl<'a> Decoder<'a> {
                 Some(c) => Some(self.src(c, line)?),
                 None => None,
             },
+        })
+    }
+
+    /// `mbarrier.init`, `.arrive{.expect_tx}`, `.try_wait.parity`, `.test_wait.parity`, all on
+    /// `.shared{::cta}` `.b64` objects.
+    fn mbarrier(&self, i: &ptx::Instruction, m: &mut Mods) -> Result<Op> {
+        let line = i.line;
+        let o = &i.operands;
+        let what = m.take_any(&["init", "arrive", "try_wait", "test_wait"]);
+        let expect_tx = m.take("expect_tx");
+        let parity = m.take("parity");
+        let space = m.space();
+        if space != Space::Shared {
+            return err(line, format!("`{}` must name .shared", i.opcode));
+        }
+        m.take_any(&["release", "acquire", "relaxed"]);
+        m.take_any(&["cta"]);
+        if m.take_types() != [Ty::B64] {
+            return err(line, format!("`{}` needs .b64", i.opcode));
+        }
+        Ok(match what {
+            Some("init") if !expect_tx && !parity => {
+                ops_count(i, 2)?;
+                Op::MbarInit {
+                    addr: self.addr(&o[0], space, line)?,
+                    count: self.src(&o[1], line)?,
+                }
+            }
+            Some("arrive") if !parity => {
+                ops_count(i, if expect_tx { 3 } else { 2 })?;
+                Op::MbarArrive {
+                    d: self.dst_or_sink(&o[0], line)?,
+                    addr: self.addr(&o[1], space, line)?,
+                    tx: if expect_tx {
+                        Some(self.src(&o[2], line)?)
+                    } else {
+                        None
+                    },
+                }
+            }
+            Some(w @ ("try_wait" | "test_wait")) if parity && !expect_tx => {
+                ops_count(i, 3)?;
+                Op::MbarWait {
+                    d: self.dst(&o[0], line)?,
+                    addr: self.addr(&o[1], space, line)?,
+                    parity: self.src(&o[2], line)?,
+                    try_wait: w == "try_wait",
+                }
+            }
+            _ => return err(line, format!("`{}` is not implemented", i.opcode)),
+        })
+    }
+
+    /// `cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes` (sm_90) and
+    /// `cp.async.{ca,cg}.shared.global`, `cp.async.commit_group`, `cp.async.wait_group`,
+    /// `cp.async.wait_all` (sm_80).
+    fn async_copy(&self, i: &ptx::Instruction, m: &mut Mods) -> Result<Op> {
+        let line = i.line;
+        let o = &i.operands;
+        if !m.take("async") {
+            return err(line, format!("`{}` is not implemented", i.opcode));
+        }
+        if m.take("commit_group") {
+            ops_count(i, 0)?;
+            return Ok(Op::AsyncCommit);
+        }
+        if m.take("wait_all") {
+            ops_count(i, 0)?;
+            return Ok(Op::AsyncWait { n: 0 });
+        }
+        if m.take("wait_group") {
+            ops_count(i, 1)?;
+            let Src::Imm(n) = self.src(&o[0], line)? else {
+                return err(line, "`cp.async.wait_group` takes an immediate count");
+            };
+            return Ok(Op::AsyncWait { n: n as u32 });
+        }
+        if m.take("bulk") {
+            let to_shared = m.take("shared::cluster") || m.take("shared::cta");
+            let from_global = m.take("global");
+            if !(to_shared && from_global && m.take("mbarrier::complete_tx::bytes")) {
+                return err(
+                    line,
+                    format!(
+                        "`{}` is not implemented (only global to shared, completing on an \
+                         mbarrier)",
+                        i.opcode
+                    ),
+                );
+            }
+            ops_count(i, 4)?;
+            return Ok(Op::BulkCopy {
+                dst: self.addr(&o[0], Space::Shared, line)?,
+                src: self.addr(&o[1], Space::Global, line)?,
+                size: self.src(&o[2], line)?,
+                mbar: self.addr(&o[3], Space::Shared, line)?,
+            });
+        }
+        m.take_any(&["ca", "cg"]);
+        if !(m.take("shared") && m.take("global")) {
+            return err(line, format!("`{}` is not implemented", i.opcode));
+        }
+        ops_count(i, 3)?;
+        let bytes = match self.src(&o[2], line)? {
+            Src::Imm(n @ (4 | 8 | 16)) => n as u32,
+            _ => return err(line, "`cp.async` copies 4, 8 or 16 bytes (an immediate)"),
+        };
+        Ok(Op::AsyncCopy {
+            dst: self.addr(&o[0], Space::Shared, line)?,
+            src: self.addr(&o[1], Space::Global, line)?,
+            bytes,
         })
     }
 

@@ -537,4 +537,49 @@ pub enum Op {
     Trap,
     /// `exit` and `ret` from an entry: the thread ends.
     Exit,
+    /// `mbarrier.init.shared{::cta}.b64 [addr], count`: a barrier object in shared memory
+    /// that expects `count` arrivals per phase.
+    MbarInit {
+        addr: Addr,
+        count: Src,
+    },
+    /// `mbarrier.arrive{.expect_tx}.shared{::cta}.b64 state, [addr]{, tx}`: one arrival,
+    /// after raising the phase's expected transaction bytes by `tx`. `d` receives an opaque
+    /// state (`None` for the `_` sink).
+    MbarArrive {
+        d: Option<Reg>,
+        addr: Addr,
+        tx: Option<Src>,
+    },
+    /// `mbarrier.{try_wait,test_wait}.parity.shared{::cta}.b64 p, [addr], parity`: whether
+    /// the phase of that parity has completed. `try_wait` may wait a while for it.
+    MbarWait {
+        d: Reg,
+        addr: Addr,
+        parity: Src,
+        try_wait: bool,
+    },
+    /// `cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [dst], [src], size,
+    /// [mbar]`: an asynchronous copy of `size` bytes (a multiple of 16) from global to shared
+    /// memory that completes `size` transaction bytes on the mbarrier when it lands.
+    BulkCopy {
+        dst: Addr,
+        src: Addr,
+        size: Src,
+        mbar: Addr,
+    },
+    /// `cp.async.{ca,cg}.shared.global [dst], [src], bytes`: one thread's asynchronous copy of
+    /// 4, 8 or 16 bytes, in the thread's current group.
+    AsyncCopy {
+        dst: Addr,
+        src: Addr,
+        bytes: u32,
+    },
+    /// `cp.async.commit_group`: closes the thread's current group of copies.
+    AsyncCommit,
+    /// `cp.async.wait_group n` (`wait_all` is 0): waits until at most the `n` most recent of
+    /// the thread's committed groups are in flight.
+    AsyncWait {
+        n: u32,
+    },
 }

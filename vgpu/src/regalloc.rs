@@ -170,7 +170,47 @@ fn visit(inst: &mut Inst, f: &mut impl FnMut(&mut Reg, Role)) {
         }
         Op::Nanosleep { t } => src(t, f),
         Op::Prefetch { addr: a, .. } => addr(a, f),
-        Op::Bra { .. } | Op::Fence { .. } | Op::Trap | Op::Exit => {}
+        Op::MbarInit { addr: a, count } => {
+            addr(a, f);
+            src(count, f);
+        }
+        Op::MbarArrive { d, addr: a, tx } => {
+            addr(a, f);
+            if let Some(tx) = tx {
+                src(tx, f);
+            }
+            if let Some(d) = d {
+                f(d, Role::Def);
+            }
+        }
+        Op::MbarWait {
+            d, addr: a, parity, ..
+        } => {
+            addr(a, f);
+            src(parity, f);
+            f(d, Role::Def);
+        }
+        Op::BulkCopy {
+            dst,
+            src: from,
+            size,
+            mbar,
+        } => {
+            addr(dst, f);
+            addr(from, f);
+            src(size, f);
+            addr(mbar, f);
+        }
+        Op::AsyncCopy { dst, src: from, .. } => {
+            addr(dst, f);
+            addr(from, f);
+        }
+        Op::Bra { .. }
+        | Op::Fence { .. }
+        | Op::Trap
+        | Op::Exit
+        | Op::AsyncCommit
+        | Op::AsyncWait { .. } => {}
     }
 }
 

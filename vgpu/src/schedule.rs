@@ -38,7 +38,14 @@ fn orders_memory(inst: &Inst, passes_stores: bool) -> bool {
         | Op::Nanosleep { .. }
         | Op::Trap
         | Op::Exit
-        | Op::Bra { .. } => true,
+        | Op::Bra { .. }
+        | Op::MbarInit { .. }
+        | Op::MbarArrive { .. }
+        | Op::MbarWait { .. }
+        | Op::BulkCopy { .. }
+        | Op::AsyncCopy { .. }
+        | Op::AsyncCommit
+        | Op::AsyncWait { .. } => true,
         _ => false,
     }
 }

@@ -495,3 +495,130 @@ fn a_release_atomic_costs_a_fence_in_the_timing_model() {
         "{fenced_release} vs {release}"
     );
 }
+
+/// A block copies 128 bytes of `src` into shared memory: thread 0 with one bulk copy that
+/// completes on an mbarrier (sm_90), every thread waits on the barrier, then each thread
+/// stores its word to `out`. `before_wait` is placed between the copy and the wait.
+fn bulk_copy_kernel(before_wait: &str, wait: bool) -> String {
+    let wait = if wait {
+        "
+WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 %p2, [%r10], 0;
+    @!%p2 bra WAIT;"
+    } else {
+        ""
+    };
+    format!(
+        "
+    .reg .pred %p<4>;
+    .reg .b32 %r<16>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [src];
+    ld.param.u64 %rd2, [out];
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r10, smem;
+    add.u32 %r11, %r10, 16;
+    setp.eq.u32 %p1, %r1, 0;
+    @!%p1 bra ISSUED;
+    mbarrier.init.shared::cta.b64 [%r10], 1;
+    fence.mbarrier_init.release.cluster;
+    mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r10], 128;
+    cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r11], [%rd1], 128, [%r10];
+ISSUED:
+    bar.sync 0;
+    {before_wait}{wait}
+    mul.wide.u32 %rd3, %r1, 4;
+    cvt.u64.u32 %rd4, %r11;
+    add.s64 %rd5, %rd4, %rd3;
+    cvt.u32.u64 %r12, %rd5;
+    ld.shared.u32 %r5, [%r12];
+    add.s64 %rd6, %rd2, %rd3;
+    st.global.u32 [%rd6], %r5;
+    ret;"
+    )
+}
+
+fn fill(run: &mut Run, addr: u64, words: &[u32]) {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    run.device.mem.write(addr, &bytes).unwrap();
+}
+
+#[test]
+fn a_bulk_copy_lands_once_its_mbarrier_phase_completes() {
+    for timed in [false, true] {
+        let mut run = Run::new(
+            ".param .u64 src, .param .u64 out",
+            &bulk_copy_kernel("", true),
+        );
+        if timed {
+            run.device.enable_timing(qwenmk_vgpu::timing::H100_SXM, 1);
+        }
+        let (src, out) = (run.alloc(128), run.alloc(128));
+        let words: Vec<u32> = (0..32).map(|i| 1000 + i).collect();
+        fill(&mut run, src, &words);
+        run.launch(1, 32, 1, &[src, out], None).unwrap();
+        assert_eq!(run.words(out, 32), words, "timed: {timed}");
+    }
+}
+
+#[test]
+fn shared_memory_read_before_its_copy_landed_is_a_fault() {
+    let mut run = Run::new(
+        ".param .u64 src, .param .u64 out",
+        &bulk_copy_kernel("", false),
+    );
+    let (src, out) = (run.alloc(128), run.alloc(128));
+    let f = fails(&mut run, &[src, out], 32);
+    assert_eq!(f.kind, FailureKind::LaunchFailed);
+    assert!(f.report.contains("before its copy landed"), "{}", f.report);
+}
+
+#[test]
+fn a_block_that_exits_with_a_copy_in_flight_fails_the_launch() {
+    let body = "
+    .reg .pred %p<2>;
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<2>;
+    ld.param.u64 %rd1, [src];
+    mov.u32 %r1, smem;
+    add.u32 %r2, %r1, 16;
+    mbarrier.init.shared::cta.b64 [%r1], 1;
+    mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r1], 64;
+    cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r2], [%rd1], 64, [%r1];
+    ret;";
+    let mut run = Run::new(".param .u64 src", body);
+    let src = run.alloc(64);
+    let f = fails(&mut run, &[src], 1);
+    assert!(f.report.contains("still in flight"), "{}", f.report);
+}
+
+#[test]
+fn cp_async_groups_land_at_wait_group() {
+    // Each thread copies its own 16 bytes in two groups (8 + 8) and waits for both.
+    let body = "
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [src];
+    ld.param.u64 %rd2, [out];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd3, %r1, 16;
+    add.s64 %rd4, %rd1, %rd3;
+    mov.u32 %r2, smem;
+    mul.lo.u32 %r3, %r1, 16;
+    add.u32 %r4, %r2, %r3;
+    cp.async.cg.shared.global [%r4], [%rd4], 8;
+    cp.async.commit_group;
+    cp.async.cg.shared.global [%r4+8], [%rd4+8], 8;
+    cp.async.commit_group;
+    cp.async.wait_group 0;
+    ld.shared.v4.u32 {%r5, %r6, %r7, %r3}, [%r4];
+    add.s64 %rd5, %rd2, %rd3;
+    st.global.v4.u32 [%rd5], {%r5, %r6, %r7, %r3};
+    ret;";
+    let mut run = Run::new(".param .u64 src, .param .u64 out", body);
+    let (src, out) = (run.alloc(256), run.alloc(256));
+    let words: Vec<u32> = (0..64).map(|i| 7 * i + 3).collect();
+    fill(&mut run, src, &words);
+    run.launch(1, 16, 1, &[src, out], None).unwrap();
+    assert_eq!(run.words(out, 64), words);
+}

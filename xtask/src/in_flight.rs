@@ -3,7 +3,7 @@
 //! Qwen3-0.6B on an H100-shaped grid. HBM needs about 3 TB/s × ~0.6 µs ÷ 132 SMs ≈ 14 KiB per
 //! SM in flight to stay busy (Little's law), more while requests queue.
 
-use qwenmk::engine::gpu::engine::launch_shape;
+use qwenmk::engine::gpu::engine::{H100_SHARED_OPTIN_BYTES, launch_shape};
 use qwenmk::engine::plan::model_dims;
 use qwenmk_kernels::device::{L2_PREFETCH_BUDGET_BYTES, WARP_SIZE};
 use qwenmk_kernels::ops::matvec::{lanes_for_warps, loads_in_flight_per_lane};
@@ -51,7 +51,7 @@ pub fn blocks_per_sm(registers: u32) -> u32 {
 
 /// The report for `dims` on `SMS × blocks` blocks of `THREADS` threads.
 pub fn stages(dims: &ModelDims, blocks: u32) -> Vec<StageFlight> {
-    let shape = launch_shape();
+    let shape = launch_shape(dims, H100_SHARED_OPTIN_BYTES);
     let grid = SMS * blocks;
     let warps = grid * THREADS / WARP_SIZE;
     let threads_per_sm = f64::from(blocks * THREADS);

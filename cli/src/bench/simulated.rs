@@ -1,9 +1,9 @@
 //! Where a decode step's time goes on the virtual GPU's timing model
 //! (`QWENMK_VGPU_TIMING=h100`, see docs/VGPU.md). The driver reports, per launch, the simulated
-//! cycles, the memory traffic and every grid-barrier arrival (block, cycle); the barriers split
-//! a step into the kernel's stages, so the time between the last arrivals at two consecutive
-//! barriers is what the stage between them cost the whole grid. Everything here is
-//! **simulated**: a model's figure, never a measurement.
+//! cycles, the memory traffic and every stage mark (block, cycle): a profiled step's blocks
+//! each count the end of each of their stages (`StepParams::profile`), so the time between the
+//! last blocks' marks of two consecutive stages is what the stage cost the whole grid.
+//! Everything here is **simulated**: a model's figure, never a measurement.
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -40,10 +40,9 @@ pub struct RawLaunch {
     pub hbm_busy_cycles: f64,
     pub l2_hit_bytes: u64,
     pub l2_far_hit_bytes: u64,
-    /// (block, cycles since the launch began) of every release atomic: the grid barriers'
-    /// arrivals, the kernel's only release atomics (attention's tickets and the sampler's
-    /// block count are relaxed atomics after a fence).
-    pub arrivals: Vec<(u32, u64)>,
+    /// (block, cycles since the launch began) of every reduction (`red`): the blocks' stage
+    /// marks, the kernel's only reductions.
+    pub marks: Vec<(u32, u64)>,
 }
 
 impl RawProfile {
@@ -77,7 +76,7 @@ impl ProfileSum {
         self.model.get_or_insert_with(|| profile.model.clone());
         self.clock_ghz = profile.clock_ghz;
         for launch in &profile.launches {
-            let barriers = barrier_times(&launch.arrivals)?;
+            let barriers = barrier_times(&launch.marks)?;
             let stages = stage_of_barriers(barriers.len(), layers)?;
             let per_layer = (barriers.len() - 1) / layers;
             self.layer_span.resize(layers, 0.0);
@@ -183,17 +182,17 @@ struct Barrier {
     mean: f64,
 }
 
-/// Every block's k-th arrival is at the k-th barrier: the barriers' last and mean arrivals.
-fn barrier_times(arrivals: &[(u32, u64)]) -> Result<Vec<Barrier>> {
+/// Every block's k-th mark ends its k-th stage: each stage's last and mean ends.
+fn barrier_times(marks: &[(u32, u64)]) -> Result<Vec<Barrier>> {
     let mut per_block: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
-    for &(block, cycle) in arrivals {
+    for &(block, cycle) in marks {
         per_block.entry(block).or_default().push(cycle);
     }
     let Some(count) = per_block.values().next().map(Vec::len) else {
         return Ok(Vec::new());
     };
     if per_block.values().any(|a| a.len() != count) {
-        bail!("the blocks of a profiled launch passed different numbers of grid barriers");
+        bail!("the blocks of a profiled launch marked different numbers of stages");
     }
     let blocks = per_block.len() as f64;
     Ok((0..count)
@@ -214,7 +213,7 @@ fn stage_of_barriers(barriers: usize, layers: usize) -> Result<Vec<usize>> {
         Some(n) if layers > 0 && n == 5 * layers => [QKV, 1, 3, 4, 5].as_slice(),
         Some(n) if layers > 0 && n == 6 * layers => [QKV, 1, COMBINE, 3, 4, 5].as_slice(),
         _ => bail!(
-            "a profiled step passed {barriers} grid barriers, which fits no stage layout of a \
+            "a profiled step marked {barriers} stages, which fits no stage layout of a \
              {layers}-layer step (5 or 6 per layer, plus the LM head's)"
         ),
     };
@@ -231,10 +230,10 @@ mod tests {
 
     /// A 1-layer step on 2 blocks: QKV, attention, O, gate/up, down, LM head.
     fn launch(cycles: u64, block0: [u64; 6], block1: [u64; 6]) -> RawLaunch {
-        let mut arrivals = Vec::new();
+        let mut marks = Vec::new();
         for k in 0..6 {
-            arrivals.push((0, block0[k]));
-            arrivals.push((1, block1[k]));
+            marks.push((0, block0[k]));
+            marks.push((1, block1[k]));
         }
         RawLaunch {
             cycles,
@@ -242,7 +241,7 @@ mod tests {
             hbm_busy_cycles: 500.0,
             l2_hit_bytes: 10,
             l2_far_hit_bytes: 4,
-            arrivals,
+            marks,
         }
     }
 
@@ -309,7 +308,7 @@ mod tests {
             [0, 1, 3, 4, 5, 0, 1, 3, 4, 5, 6]
         );
         let error = stage_of_barriers(12, 2).unwrap_err().to_string();
-        assert!(error.contains("12 grid barriers"), "{error}");
+        assert!(error.contains("12 stages"), "{error}");
     }
 
     #[test]
@@ -325,9 +324,9 @@ mod tests {
         let json = r#"{"model":"h100-sxm-v1","clock_ghz":1.755,"hbm_bytes_per_s":3.0e12,
             "sms":4,"launches":[{"cycles":10,"hbm_bytes":64,"hbm_busy_cycles":2.5,
             "l2_hit_bytes":0,"l2_far_hit_bytes":0,"l1_hit_bytes":0,"shared_bytes":0,
-            "store_bytes":0,"prefetch_bytes":0,"atomics":1,"issued":9,"arrivals":[[0,5]]}]}"#;
+            "store_bytes":0,"prefetch_bytes":0,"atomics":1,"issued":9,"marks":[[0,5]]}]}"#;
         let raw = RawProfile::parse(json).unwrap();
-        assert_eq!(raw.launches[0].arrivals, [(0, 5)]);
+        assert_eq!(raw.launches[0].marks, [(0, 5)]);
         assert!(RawProfile::parse("{").is_err());
     }
 }

@@ -72,7 +72,12 @@ fn kernel_facts(gpu: Option<&GpuInfo>) -> KernelFacts {
                 c.max_position_embeddings,
                 sms,
                 block,
-                gpu::engine::launch_shape(),
+                gpu::engine::launch_shape(
+                    &crate::engine::plan::model_dims(&c, 1),
+                    gpu.map_or(gpu::engine::H100_SHARED_OPTIN_BYTES, |g| {
+                        g.shared_optin_per_block
+                    }),
+                ),
                 crate::engine::kv::default_for(crate::engine::Device::Gpu),
             )
             .ok()

@@ -31,7 +31,7 @@ pub fn launch_shape() -> LaunchShape {
         lanes_per_row: 1,
         min_chunk: 32,
         max_chunk: 256,
-        reserved: 0,
+        ring_slot_bytes: 0,
         spin_limit_ns: SPIN_LIMIT_NS,
     }
 }
@@ -93,17 +93,41 @@ impl F32s {
     }
 }
 
+/// Two 64-bit words, 16-byte aligned: the unit the published vectors (`step::flow`) are
+/// allocated in, read and written two words at a time.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Default)]
+struct WordPair([u64; 2]);
+
+/// Zeroed published words in [`WordPair`]s.
+struct Words(Vec<WordPair>);
+
+impl Words {
+    fn zeroed(len: usize) -> Self {
+        Words(vec![WordPair::default(); len.div_ceil(2)])
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut u64 {
+        self.0.as_mut_ptr().cast()
+    }
+
+    /// Back to zero: no word matches any epoch of a step counter that starts again.
+    fn clear(&mut self) {
+        self.0.fill(WordPair::default());
+    }
+}
+
 /// Host buffers the kernel works in, sized by the plan.
 struct Buffers {
     rope: F32s,
     k_cache: KvBytes,
     v_cache: KvBytes,
-    x: F32s,
-    qkv: F32s,
+    x: Words,
+    qkv: Words,
     attn_partial: F32s,
     attn_tickets: Vec<u32>,
-    attn_out: F32s,
-    act: F32s,
+    attn_out: Words,
+    act: Words,
 }
 
 /// The sampler's state: input tokens by position, the penalty mask, the candidate lists and
@@ -165,12 +189,12 @@ impl EmulatorEngine {
             )),
             k_cache: KvBytes::zeroed(lens.kv_cache_bytes()),
             v_cache: KvBytes::zeroed(lens.kv_cache_bytes()),
-            x: F32s::zeroed(lens.x),
-            qkv: F32s::zeroed(lens.qkv),
+            x: Words::zeroed(lens.x),
+            qkv: Words::zeroed(lens.qkv),
             attn_partial: F32s::zeroed(lens.attn_partial),
             attn_tickets: vec![0; lens.attn_tickets],
-            attn_out: F32s::zeroed(lens.attn_out),
-            act: F32s::zeroed(lens.act),
+            attn_out: Words::zeroed(lens.attn_out),
+            act: Words::zeroed(lens.act),
         };
         let weights = WeightPointers::new(&model, model.payload().as_ptr() as u64);
         let sampler = SamplerBuffers {
@@ -241,7 +265,8 @@ impl EmulatorEngine {
             max_splits: self.plan.max_splits,
             abi_bytes: std::mem::size_of::<StepParams>() as u32,
             kv_dtype: self.plan.kv.code(),
-            reserved: 0,
+            profile: 0,
+            ring: self.plan.ring,
             embedding: self.weights.embedding,
             lm_head: self.weights.lm_head,
             final_norm: self.weights.final_norm,
@@ -321,10 +346,15 @@ impl Engine for EmulatorEngine {
         if self.control.error != 0 {
             let message = describe_step_error(self.control.error, plan, self.position);
             // The barrier words are inconsistent after an aborted step, and blocks may have
-            // counted themselves into the sampler's merge: start them afresh.
+            // counted themselves into the sampler's merge: start them afresh. The step count
+            // starts again too, and with it the epochs: no published word may match them.
             *self.control = StepControl::default();
             *self.sampler.blocks_done = 0;
-            self.buffers.attn_tickets.fill(0);
+            let b = &mut self.buffers;
+            b.attn_tickets.fill(0);
+            for words in [&mut b.x, &mut b.qkv, &mut b.attn_out, &mut b.act] {
+                words.clear();
+            }
             bail!(message);
         }
         self.position += 1;

@@ -4,6 +4,7 @@
 
 use anyhow::{Result, bail};
 use qwenmk_kernels::step::attention::AttentionSplit;
+use qwenmk_kernels::step::ring::{Matrix, RingPlan};
 use qwenmk_kernels::step::sync::{ErrorKind, StepError};
 use qwenmk_kernels::step::{self, KvDtype, LaunchShape, LayerPointers, ModelDims};
 use qwenmk_weights::config::ModelConfig;
@@ -24,21 +25,43 @@ pub struct StepPlan {
     pub max_splits: u32,
     /// The KV cache's element type.
     pub kv: KvDtype,
+    /// How the weight ring cuts the layers' matrices for this grid.
+    pub ring: RingPlan,
 }
 
-/// Lengths, in values (f32 but for the KV caches), of the kernel's working buffers.
+/// The weight ring's slot when the launch shape leaves it to the plan (the emulator, tests): a
+/// row of the widest matrix, and at least 8 KiB, so that small models still cut their
+/// matrices into several chunks and large ones into many.
+pub const DEFAULT_RING_SLOT_BYTES: u32 = 8 * 1024;
+
+/// The largest unit of the layers' matrices (a row; a gate/up row pair), in bytes.
+pub fn largest_ring_unit(dims: &ModelDims) -> u32 {
+    [Matrix::Qkv, Matrix::O, Matrix::GateUp, Matrix::Down]
+        .iter()
+        .map(|m| m.unit_bytes(dims))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Lengths of the kernel's working buffers, in elements: f32 for the RoPE table and the
+/// partials, u32 for the tickets, `kv` values for the caches, and 64-bit published words (an
+/// f32 and its epoch, see `step::flow`) for the vectors handed from stage to stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferLens {
     pub rope: usize,
     /// Values in each of the K and V caches, of `kv` type.
     pub kv_cache: usize,
     pub kv: KvDtype,
+    /// Published words.
     pub x: usize,
+    /// Published words.
     pub qkv: usize,
     pub attn_partial: usize,
-    /// u32 counters, one per attention item row.
+    /// u32 counters, one per layer and attention item row.
     pub attn_tickets: usize,
+    /// Published words.
     pub attn_out: usize,
+    /// Published words.
     pub act: usize,
 }
 
@@ -50,14 +73,9 @@ impl BufferLens {
 
     /// All buffers together, in bytes.
     pub fn total_bytes(&self) -> u64 {
-        let floats = self.rope
-            + self.x
-            + self.qkv
-            + self.attn_partial
-            + self.attn_tickets
-            + self.attn_out
-            + self.act;
-        floats as u64 * 4 + 2 * self.kv_cache_bytes() as u64
+        let four_bytes = self.rope + self.attn_partial + self.attn_tickets;
+        let words = self.x + self.qkv + self.attn_out + self.act;
+        four_bytes as u64 * 4 + words as u64 * 8 + 2 * self.kv_cache_bytes() as u64
     }
 }
 
@@ -177,6 +195,25 @@ impl StepPlan {
         }
         let dims = model_dims(config, max_context as u32);
         let warps_per_block = block / 32;
+        let mut shape = shape;
+        let widest = largest_ring_unit(&dims);
+        if shape.ring_slot_bytes == 0 {
+            shape.ring_slot_bytes = DEFAULT_RING_SLOT_BYTES.max(widest).next_multiple_of(128);
+        }
+        let Some(ring) = RingPlan::new(
+            &dims,
+            grid,
+            warps_per_block,
+            shape.lanes_per_row,
+            shape.ring_slot_bytes,
+        ) else {
+            bail!(
+                "the megakernel cannot run this model here: a row of its widest matrix ({widest} \
+                 bytes) does not fit the {} bytes of shared memory a weight-ring slot can have; \
+                 use --device cpu",
+                shape.ring_slot_bytes
+            );
+        };
         Ok(StepPlan {
             shared_bytes: step::shared_bytes(&dims, &shape, warps_per_block),
             max_splits: step::max_splits(&dims, &shape, grid),
@@ -185,6 +222,7 @@ impl StepPlan {
             grid,
             block,
             kv,
+            ring,
         })
     }
 
@@ -201,7 +239,7 @@ impl StepPlan {
             attn_partial: (d.q_heads
                 * self.max_splits
                 * step::attention::partial_stride(d.head_dim)) as usize,
-            attn_tickets: step::attention::item_rows(d.q_heads, d.kv_heads) as usize,
+            attn_tickets: (d.layers * step::attention::item_rows(d.q_heads, d.kv_heads)) as usize,
             attn_out: d.q_dim() as usize,
             act: d.intermediate as usize,
         }
@@ -264,8 +302,8 @@ pub fn describe_step_error(word: u32, plan: &StepPlan, position: usize) -> Strin
     };
     match error.kind {
         ErrorKind::Timeout => format!(
-            "the kernel timed out in the {} of layer {} (block {} of {} waited more than {} ms at \
-             a barrier): not every block of the grid was running at once, so the step could \
+            "the kernel timed out in the {} of layer {} (block {} of {} waited more than {} ms for \
+             its results): not every block of the grid was running at once, so the step could \
              not finish; another program on the GPU may be using SMs",
             error.stage.name(),
             error.layer,
@@ -305,7 +343,7 @@ mod tests {
             lanes_per_row: 1,
             min_chunk: 32,
             max_chunk: 256,
-            reserved: 0,
+            ring_slot_bytes: 0,
             spin_limit_ns: 1_000_000_000,
         }
     }
@@ -324,7 +362,8 @@ mod tests {
         assert_eq!(plan.attention_split(10).splits, 1);
         assert_eq!(plan.attention_split(90).splits, 2);
         assert_eq!(plan.attention_split(90).chunk, 46);
-        assert_eq!(plan.buffers().attn_tickets, 2);
+        // One ticket per item row and layer.
+        assert_eq!(plan.buffers().attn_tickets, 2 * c.num_hidden_layers);
     }
 
     /// A BF16 cache takes half the bytes of an f32 one, and nothing else changes.

@@ -627,6 +627,96 @@ pub unsafe fn load_relaxed_u64(p: *const u64) -> u64 {
     unsafe { AtomicU64::from_ptr(p as *mut u64) }.load(Ordering::Relaxed)
 }
 
+/// Two relaxed atomic loads of adjacent `u64`s (the vector load's two words).
+///
+/// # Safety
+/// `p` must point to two live, 16-byte aligned `u64`s that are only accessed atomically.
+#[inline]
+pub unsafe fn load_relaxed_u64x2(p: *const u64) -> [u64; 2] {
+    debug_assert!(
+        (p as usize).is_multiple_of(16),
+        "a 128-bit load needs a 16-byte aligned address"
+    );
+    // SAFETY: the caller guarantees `p`.
+    unsafe { [load_relaxed_u64(p), load_relaxed_u64(p.add(1))] }
+}
+
+/// Relaxed atomic store of a `u64`.
+///
+/// # Safety
+/// `p` must point to a live, 8-byte aligned `u64` that is only accessed atomically.
+#[inline]
+pub unsafe fn store_relaxed_u64(p: *mut u64, v: u64) {
+    // SAFETY: the caller guarantees `p`.
+    unsafe { AtomicU64::from_ptr(p) }.store(v, Ordering::Relaxed)
+}
+
+/// Two relaxed atomic stores of adjacent `u64`s.
+///
+/// # Safety
+/// `p` must point to two live, 16-byte aligned `u64`s that are only accessed atomically.
+#[inline]
+pub unsafe fn store_relaxed_u64x2(p: *mut u64, v: [u64; 2]) {
+    debug_assert!(
+        (p as usize).is_multiple_of(16),
+        "a 128-bit store needs a 16-byte aligned address"
+    );
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        store_relaxed_u64(p, v[0]);
+        store_relaxed_u64(p.add(1), v[1]);
+    }
+}
+
+/// Relaxed atomic increment with no result (a profiling mark on the GPU).
+///
+/// # Safety
+/// `p` must point to a live, aligned `u32` that is only accessed atomically.
+#[inline]
+pub unsafe fn count_relaxed(p: *mut u32) {
+    // SAFETY: the caller guarantees `p`.
+    unsafe { AtomicU32::from_ptr(p) }.fetch_add(1, Ordering::Relaxed);
+}
+
+/// `v`, unknown to the optimiser (see the GPU's).
+#[inline]
+pub fn opaque_u32(v: u32) -> u32 {
+    core::hint::black_box(v)
+}
+
+/// Slots of shared memory that asynchronous copies rotate through (as on the GPU).
+pub const COPY_SLOTS: u32 = 4;
+
+/// Nothing to ready: the emulator's copies land at once.
+///
+/// # Safety
+/// None.
+pub unsafe fn copy_barrier_init(_bar: *mut u64) {}
+
+/// A block barrier, as on the GPU.
+pub fn copy_barriers_ready() {
+    sync_threads();
+}
+
+/// Thread 0 copies the bytes at once (the GPU's thread 0 issues the bulk copy).
+///
+/// # Safety
+/// `src` and `dst` must hold `bytes` bytes, not overlapping.
+pub unsafe fn copy_begin(dst: *mut u8, src: *const u8, bytes: u32, _bar: *mut u64) {
+    if thread_idx() == 0 && bytes > 0 {
+        // SAFETY: the caller guarantees the buffers.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, bytes as usize) };
+    }
+}
+
+/// Always: the copy landed when it began.
+///
+/// # Safety
+/// None.
+pub unsafe fn copy_landed(_bar: *mut u64, _parity: u32) -> bool {
+    true
+}
+
 /// Two f32s rounded to BF16 and packed, `lo` in the low half, as `cvt.rn.bf16.f32` does on
 /// the GPU: round to nearest, ties to even; what overflows becomes infinity; a NaN stays a
 /// (quiet) NaN with its sign and top payload bits (a GPU may give its canonical NaN instead).

@@ -30,10 +30,12 @@ pub use nvptx::*;
 pub mod emu;
 #[cfg(not(target_arch = "nvptx64"))]
 pub use emu::{
-    atomic_add_acq_rel_gpu, atomic_add_acquire_gpu, atomic_cas_u32, atomic_max_u64, atomic_or_u32,
-    block_dim, block_idx, clock_cycles, exp, f32x2_to_bf16x2, fence_acq_rel_gpu, fma,
-    global_timer_ns, grid_dim, load_acquire_gpu, load_global_nc_v4, load_relaxed_u64, nanosleep,
-    prefetch_l2, rsqrt, shared_memory, shfl_xor_f32, shfl_xor_u32, store_release_gpu, sync_threads,
+    COPY_SLOTS, atomic_add_acq_rel_gpu, atomic_add_acquire_gpu, atomic_cas_u32, atomic_max_u64,
+    atomic_or_u32, block_dim, block_idx, clock_cycles, copy_barrier_init, copy_barriers_ready,
+    copy_begin, copy_landed, count_relaxed, exp, f32x2_to_bf16x2, fence_acq_rel_gpu, fma,
+    global_timer_ns, grid_dim, load_acquire_gpu, load_global_nc_v4, load_relaxed_u64,
+    load_relaxed_u64x2, nanosleep, opaque_u32, prefetch_l2, rsqrt, shared_memory, shfl_xor_f32,
+    shfl_xor_u32, store_relaxed_u64, store_relaxed_u64x2, store_release_gpu, sync_threads,
     sync_warp, thread_idx, warp_any,
 };
 

@@ -339,6 +339,252 @@ pub unsafe fn load_relaxed_u64(p: *const u64) -> u64 {
     v
 }
 
+/// Two 64-bit words at `p` with one relaxed vector load at GPU scope: each word is read
+/// atomically (a vector access is a pair of single-copy atomic 8-byte reads), so a word that
+/// another block stores whole is seen either before or after that store, never torn. For
+/// values published with their epoch ([`crate::step::flow`]).
+///
+/// # Safety
+/// `p` must point to two 16-byte aligned `u64`s in global memory.
+#[inline(always)]
+pub unsafe fn load_relaxed_u64x2(p: *const u64) -> [u64; 2] {
+    let (a, b): (u64, u64);
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "ld.relaxed.gpu.global.v2.u64 {{{a}, {b}}}, [{p}];",
+            a = out(reg64) a,
+            b = out(reg64) b,
+            p = in(reg64) p,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    [a, b]
+}
+
+/// Stores a 64-bit word with a relaxed store at GPU scope: other blocks see the whole word or
+/// none of it, with no fence (publishing a value with its epoch).
+///
+/// # Safety
+/// `p` must point to an 8-byte aligned `u64` in global memory.
+#[inline(always)]
+pub unsafe fn store_relaxed_u64(p: *mut u64, v: u64) {
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "st.relaxed.gpu.global.u64 [{p}], {v};",
+            p = in(reg64) p,
+            v = in(reg64) v,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Two 64-bit words with one relaxed vector store at GPU scope (each word atomic).
+///
+/// # Safety
+/// `p` must point to two 16-byte aligned `u64`s in global memory.
+#[inline(always)]
+pub unsafe fn store_relaxed_u64x2(p: *mut u64, v: [u64; 2]) {
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "st.relaxed.gpu.global.v2.u64 [{p}], {{{a}, {b}}};",
+            p = in(reg64) p,
+            a = in(reg64) v[0],
+            b = in(reg64) v[1],
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Adds 1 to a global counter with no result and no ordering (`red.relaxed.gpu.add`): the
+/// stage marks that the virtual GPU's timing profile reads; nothing in the step waits on it.
+///
+/// # Safety
+/// `p` must point to a 4-byte aligned `u32` in global memory.
+#[inline(always)]
+pub unsafe fn count_relaxed(p: *mut u32) {
+    // SAFETY: the caller guarantees `p`.
+    unsafe {
+        asm!(
+            "red.relaxed.gpu.global.add.u32 [{p}], 1;",
+            p = in(reg64) p,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Slots of shared memory that asynchronous copies rotate through: [`copy_landed`]'s wait on
+/// sm_80 counts the copies begun after the one it waits for, so the number is fixed.
+pub const COPY_SLOTS: u32 = 4;
+
+/// The 32-bit shared-memory address of `p`, a pointer into this block's shared memory.
+#[inline(always)]
+fn shared_address<T>(p: *const T) -> u32 {
+    let a: u64;
+    // SAFETY: an address conversion; no memory is accessed.
+    unsafe {
+        asm!(
+            "cvta.to.shared.u64 {a}, {p};",
+            a = out(reg64) a,
+            p = in(reg64) p,
+            options(pure, nomem, nostack)
+        )
+    };
+    a as u32
+}
+
+/// Readies the copy barrier at `bar` (sm_90: an mbarrier expecting one arrival per phase).
+/// Thread 0 calls it for every slot, then every thread [`copy_barriers_ready`].
+///
+/// # Safety
+/// `bar` must point to 8 bytes of this block's shared memory, 8-byte aligned.
+#[cfg(qwenmk_sm90)]
+#[inline(always)]
+pub unsafe fn copy_barrier_init(bar: *mut u64) {
+    // SAFETY: the caller guarantees `bar`.
+    unsafe {
+        asm!(
+            "mbarrier.init.shared::cta.b64 [{b}], 1;",
+            b = in(reg32) shared_address(bar),
+            options(nostack)
+        )
+    };
+}
+
+/// Makes thread 0's [`copy_barrier_init`]s visible to the copy engine and to the block (a
+/// block barrier follows).
+#[cfg(qwenmk_sm90)]
+#[inline(always)]
+pub fn copy_barriers_ready() {
+    // SAFETY: a fence has no operands.
+    unsafe { asm!("fence.mbarrier_init.release.cluster;", options(nostack)) };
+    sync_threads();
+}
+
+/// Starts copying `bytes` (a multiple of 16; 0 for none) from global `src` to shared `dst`,
+/// to land on the copy barrier `bar`. Every thread of the block calls it with the same
+/// arguments. sm_90: thread 0 issues one bulk copy (the TMA) and arrives on the mbarrier
+/// with the bytes it expects.
+///
+/// # Safety
+/// `src` global and `dst` shared, both 16-byte aligned, `bytes` readable and writable; no
+/// thread touches `dst` until [`copy_landed`] says so; `bar` readied by
+/// [`copy_barrier_init`], with its previous copy landed.
+#[cfg(qwenmk_sm90)]
+#[inline(always)]
+pub unsafe fn copy_begin(dst: *mut u8, src: *const u8, bytes: u32, bar: *mut u64) {
+    if thread_idx() != 0 {
+        return;
+    }
+    let b = shared_address(bar);
+    // SAFETY: the caller guarantees the buffers and the barrier.
+    unsafe {
+        if bytes == 0 {
+            asm!("mbarrier.arrive.shared::cta.b64 _, [{b}];", b = in(reg32) b, options(nostack));
+        } else {
+            asm!(
+                "mbarrier.arrive.expect_tx.shared::cta.b64 _, [{b}], {n};",
+                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [{d}], [{s}], {n}, [{b}];",
+                b = in(reg32) b,
+                n = in(reg32) bytes,
+                d = in(reg32) shared_address(dst),
+                s = in(reg64) src,
+                options(nostack)
+            );
+        }
+    }
+}
+
+/// Whether the copy on `bar` whose phase has parity `parity` has landed (sm_90: one
+/// `mbarrier.try_wait`, which suspends the thread a while before it says no). Every thread
+/// that reads the copy asks.
+///
+/// # Safety
+/// `bar` readied by [`copy_barrier_init`].
+#[cfg(qwenmk_sm90)]
+#[inline(always)]
+pub unsafe fn copy_landed(bar: *mut u64, parity: u32) -> bool {
+    let done: u32;
+    // SAFETY: the caller guarantees `bar`.
+    unsafe {
+        asm!(
+            "{{ .reg .pred %p; mbarrier.try_wait.parity.shared::cta.b64 %p, [{b}], {q}; selp.u32 {d}, 1, 0, %p; }}",
+            b = in(reg32) shared_address(bar),
+            q = in(reg32) parity,
+            d = out(reg32) done,
+            options(nostack)
+        );
+    }
+    done != 0
+}
+
+/// sm_80: per-thread copies need no barrier object.
+///
+/// # Safety
+/// None on this architecture.
+#[cfg(not(qwenmk_sm90))]
+#[inline(always)]
+pub unsafe fn copy_barrier_init(_bar: *mut u64) {}
+
+/// sm_80: a block barrier.
+#[cfg(not(qwenmk_sm90))]
+#[inline(always)]
+pub fn copy_barriers_ready() {
+    sync_threads();
+}
+
+/// sm_80: every thread copies its 16-byte pieces with `cp.async` and closes one group
+/// (an empty one when `bytes` is 0), so that [`copy_landed`] can wait by counting groups.
+///
+/// # Safety
+/// As on sm_90.
+#[cfg(not(qwenmk_sm90))]
+#[inline(always)]
+pub unsafe fn copy_begin(dst: *mut u8, src: *const u8, bytes: u32, _bar: *mut u64) {
+    let mut at = thread_idx() * 16;
+    let d = shared_address(dst);
+    while at < bytes {
+        // SAFETY: the caller guarantees the buffers.
+        unsafe {
+            asm!(
+                "cp.async.cg.shared.global [{d}], [{s}], 16;",
+                d = in(reg32) d + at,
+                s = in(reg64) src.add(at as usize),
+                options(nostack)
+            )
+        };
+        at += block_dim() * 16;
+    }
+    // SAFETY: no operands.
+    unsafe { asm!("cp.async.commit_group;", options(nostack)) };
+}
+
+/// sm_80: waits until at most `COPY_SLOTS - 1` of this thread's groups are in flight: those
+/// of the copies begun after the one asked about. Other threads' pieces are visible after a
+/// block barrier (the caller's).
+///
+/// # Safety
+/// Each [`copy_begin`] after the one asked about was made, `COPY_SLOTS - 1` of them.
+#[cfg(not(qwenmk_sm90))]
+#[inline(always)]
+pub unsafe fn copy_landed(_bar: *mut u64, _parity: u32) -> bool {
+    // SAFETY: no operands.
+    unsafe { asm!("cp.async.wait_group {n};", n = const COPY_SLOTS - 1, options(nostack)) };
+    true
+}
+
+/// `v`, unknown to the compiler: what is computed from it is computed where it is used, not
+/// hoisted out of the loops around it into a register held through them (the decode step's
+/// register budget cannot afford the values LLVM would keep live across the layer loop).
+#[inline(always)]
+pub fn opaque_u32(mut v: u32) -> u32 {
+    // SAFETY: a register move.
+    unsafe { asm!("mov.b32 {v}, {v};", v = inout(reg32) v, options(nostack, preserves_flags)) };
+    v
+}
+
 /// `a · b + c` with one rounding (`fma.rn.f32`, an FFMA).
 #[inline(always)]
 pub fn fma(a: f32, b: f32, c: f32) -> f32 {

@@ -24,24 +24,69 @@ pub struct RowSplit {
 }
 
 impl RowSplit {
-    /// This thread's place in the split for the current grid.
+    /// This thread's place in the split of a matrix over the whole grid's warps.
     #[inline(always)]
     pub fn here(lanes_per_row: u32) -> Self {
+        let warps_in_grid = device::grid_dim() * device::warps_per_block();
+        let warp_in_grid = device::block_idx() * device::warps_per_block() + device::warp_id();
+        Self::among(lanes_per_row, warp_in_grid, warps_in_grid)
+    }
+
+    /// This thread's place in the split of a matrix over its own block's warps.
+    #[inline(always)]
+    pub fn in_block(lanes_per_row: u32) -> Self {
+        Self::among(lanes_per_row, device::warp_id(), device::warps_per_block())
+    }
+
+    #[inline(always)]
+    fn among(lanes_per_row: u32, warp: u32, warps: u32) -> Self {
         // `lanes_per_row` is a power of two: shifts and masks, not divisions (a division is a
         // long instruction sequence on the GPU, and this runs at the start of every stage).
         let shift = lanes_per_row.trailing_zeros();
         let units_per_pass = device::WARP_SIZE >> shift;
         let lane = device::lane_id();
-        let warps_in_grid = device::grid_dim() * device::warps_per_block();
-        let warp_in_grid = device::block_idx() * device::warps_per_block() + device::warp_id();
         RowSplit {
             lanes_per_row,
             units_per_pass,
             group: lane >> shift,
             sub: lane & (lanes_per_row - 1),
-            first_unit: warp_in_grid * units_per_pass,
-            unit_stride: warps_in_grid * units_per_pass,
+            first_unit: warp * units_per_pass,
+            unit_stride: warps * units_per_pass,
         }
+    }
+}
+
+/// Where a matvec reads its weights from: 16 bytes at a time.
+pub trait WeightSource {
+    /// # Safety
+    /// `p` must be 16-byte aligned and readable in this source's memory.
+    unsafe fn load(p: *const [u32; 4]) -> [u32; 4];
+}
+
+/// Global memory, through the non-coherent path without allocating in L1.
+pub struct Global;
+
+impl WeightSource for Global {
+    #[inline(always)]
+    unsafe fn load(p: *const [u32; 4]) -> [u32; 4] {
+        // SAFETY: forwarded contract.
+        unsafe { device::load_global_nc_v4(p) }
+    }
+}
+
+/// The block's shared memory (a slot of the weight ring).
+pub struct Shared;
+
+/// Four `u32`s, 16-byte aligned: one vector load.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+struct Piece([u32; 4]);
+
+impl WeightSource for Shared {
+    #[inline(always)]
+    unsafe fn load(p: *const [u32; 4]) -> [u32; 4] {
+        // SAFETY: forwarded contract; a pointer into shared memory compiles to `ld.shared`.
+        unsafe { p.cast::<Piece>().read().0 }
     }
 }
 
@@ -157,6 +202,16 @@ pub unsafe fn store_staged8(xs: *mut f32, n: usize, m: usize, v: [f32; 8]) {
     }
 }
 
+/// Values `8m .. 8m + 8` of an `n`-value vector staged by [`store_staged8`], back in order.
+///
+/// # Safety
+/// As [`store_staged8`].
+#[inline(always)]
+pub unsafe fn load_staged8(xs: *const f32, n: usize, m: usize) -> [f32; 8] {
+    // SAFETY: as in `staged_x8`.
+    unstage(unsafe { staged_x8(xs, n as u32, m as u32) })
+}
+
 /// How many of a row's `loads_per_row` 16-byte loads lane `sub` of `lanes` makes.
 #[inline(always)]
 const fn loads_of_lane(sub: u32, loads_per_row: u32, lanes: u32) -> u32 {
@@ -174,7 +229,7 @@ const fn loads_of_lane(sub: u32, loads_per_row: u32, lanes: u32) -> u32 {
 /// # Safety
 /// `k + group` must not exceed the lane's loads of a row; `weights` as in [`matvec`].
 #[inline(always)]
-unsafe fn load_group<const R: usize>(
+unsafe fn load_group<const R: usize, S: WeightSource>(
     w: &mut [[[u32; 4]; LOADS_IN_FLIGHT]; R],
     weights: *const u16,
     first: u32,
@@ -192,7 +247,7 @@ unsafe fn load_group<const R: usize>(
                 let at = first + r as u32 * loads_per_row + (k + g as u32) * lanes;
                 // SAFETY: `k + g` is below the lane's loads, so the load lies in row `r` of
                 // the unit, inside the matrix; rows are 16-byte aligned.
-                w[r][g] = unsafe { device::load_global_nc_v4(rows.add(at as usize)) };
+                w[r][g] = unsafe { S::load(rows.add(at as usize)) };
                 r += 1;
             }
         }
@@ -281,8 +336,28 @@ pub unsafe fn matvec<const R: usize>(
     epilogue: impl FnMut(u32, [f32; R]),
 ) {
     let lanes = lanes_for(units, x.len() as u32, lanes_per_row);
+    let split = RowSplit::here(lanes);
     // SAFETY: forwarded contract.
-    unsafe { matvec_passes::<R>(weights, x, units, lanes, &mut Epilogue(epilogue)) }
+    unsafe { matvec_split::<R, Global>(weights, x, units, split, &mut Epilogue(epilogue)) }
+}
+
+/// [`matvec`] of a chunk of `units` units in the block's shared memory (`weights`, a slot of
+/// the weight ring), split over the block's own warps at exactly `lanes_per_row` lanes per
+/// unit (a power of two up to 32); `epilogue` gets the unit's index in the chunk.
+///
+/// # Safety
+/// As [`matvec`], with `weights` in shared memory, landed.
+#[inline(always)]
+pub unsafe fn matvec_chunk<const R: usize>(
+    weights: *const u16,
+    x: &[f32],
+    units: u32,
+    lanes_per_row: u32,
+    epilogue: &mut impl FnMut(u32, [f32; R]),
+) {
+    let split = RowSplit::in_block(lanes_per_row);
+    // SAFETY: forwarded contract.
+    unsafe { matvec_split::<R, Shared>(weights, x, units, split, &mut Epilogue(epilogue)) }
 }
 
 /// What [`matvec_passes`] hands each unit's dot products to, pass by pass.
@@ -323,9 +398,25 @@ pub unsafe fn matvec_passes<const R: usize>(
     lanes_per_row: u32,
     visitor: &mut impl PassVisitor<R>,
 ) {
+    // SAFETY: forwarded contract.
+    unsafe { matvec_split::<R, Global>(weights, x, units, RowSplit::here(lanes_per_row), visitor) }
+}
+
+/// [`matvec_passes`] over the warps `split` names, reading weights from `S`.
+///
+/// # Safety
+/// As [`matvec`], with `weights` in `S`'s memory.
+#[inline(always)]
+unsafe fn matvec_split<const R: usize, S: WeightSource>(
+    weights: *const u16,
+    x: &[f32],
+    units: u32,
+    split: RowSplit,
+    visitor: &mut impl PassVisitor<R>,
+) {
     let cols = x.len() as u32;
     let loads_per_row = cols / VALUES_PER_LOAD;
-    let split = RowSplit::here(lanes_per_row);
+    let lanes_per_row = split.lanes_per_row;
     // This lane's loads of each row: `sub + k · lanes` for `k < mine`.
     let mine = loads_of_lane(split.sub, loads_per_row, lanes_per_row);
     let group = (LOADS_IN_FLIGHT / R) as u32;
@@ -344,7 +435,7 @@ pub unsafe fn matvec_passes<const R: usize>(
                 let mut w = [[[0u32; 4]; LOADS_IN_FLIGHT]; R];
                 // SAFETY: `k + n ≤ mine`.
                 unsafe {
-                    load_group::<R>(&mut w, weights, first, loads_per_row, k, lanes_per_row, n)
+                    load_group::<R, S>(&mut w, weights, first, loads_per_row, k, lanes_per_row, n)
                 };
                 // SAFETY: as above.
                 unsafe {

@@ -1,7 +1,7 @@
 //! RMSNorm, as Qwen3 computes it: `x · rsqrt(mean(x²) + eps) · weight`, in f32.
 
 use crate::device;
-use crate::ops::matvec::store_staged8;
+use crate::ops::matvec::{load_staged8, store_staged8};
 
 /// Sum over the whole block; every thread gets the result. The function ends with the block
 /// synchronised.
@@ -30,8 +30,9 @@ pub unsafe fn block_sum(v: f32, scratch: *mut f32) -> f32 {
 
 /// Every block normalises `x` itself into `out` (its shared memory), laid out for a matvec
 /// ([`crate::ops::matvec::staged_index`]): redundant work that saves a grid barrier. `read8(m)`
-/// gives values `8m .. 8m + 8` of `x` (f32 or BF16): each thread reads whole 16-byte pieces, so
-/// a block of 256 threads reads Qwen3's 1,024 values in one round trip, not four dependent ones.
+/// gives values `8m .. 8m + 8` of `x` (published words, or BF16): each thread reads whole
+/// 16-byte pieces, so a block of 256 threads reads Qwen3's 1,024 values in one round trip,
+/// not four dependent ones. The values are read once: kept in `out` until the scale is known.
 ///
 /// # Safety
 /// `out` must hold `n` f32s (`n` a multiple of 8), 16-byte aligned; `weight` `n` BF16 values,
@@ -39,7 +40,7 @@ pub unsafe fn block_sum(v: f32, scratch: *mut f32) -> f32 {
 /// function.
 #[inline(always)]
 pub unsafe fn rmsnorm_block(
-    read8: impl Fn(usize) -> [f32; 8],
+    mut read8: impl FnMut(usize) -> [f32; 8],
     n: usize,
     weight: *const u16,
     eps: f32,
@@ -56,15 +57,17 @@ pub unsafe fn rmsnorm_block(
             sum_sq = device::fma(v[i], v[i], sum_sq);
             i += 1;
         }
+        // SAFETY: `m < n / 8`; `out` holds `n` values.
+        unsafe { store_staged8(out, n, m, v) };
         m += device::block_dim() as usize;
     }
     // SAFETY: forwarded contract.
     let scale = device::rsqrt(unsafe { block_sum(sum_sq, scratch) } / n as f32 + eps);
     let mut m = device::thread_idx() as usize;
     while m < octets {
-        // The weights and the values again (from L1 now) are loaded together.
+        // Each thread rescales the values it stored itself.
         // SAFETY: `8m + 8 ≤ n` for both buffers.
-        let (v, w) = (read8(m), unsafe { bf16x8(weight, m) });
+        let (v, w) = unsafe { (load_staged8(out, n, m), bf16x8(weight, m)) };
         let mut normed = [0.0f32; 8];
         let mut i = 0;
         while i < 8 {

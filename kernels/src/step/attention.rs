@@ -26,6 +26,7 @@
 //! Items go to blocks (block `b` takes items `b, b + grid, …`), so short contexts spread over
 //! the SMs instead of filling the first ones.
 
+use super::flow::{Epochs, Produced, Waiter, await_octets, publish8};
 use super::{KvDtype, LayerPointers, StepParams};
 use crate::device;
 
@@ -111,6 +112,9 @@ pub struct AttentionItem {
     pub head_block: u32,
     pub split: u32,
     pub shape: AttentionSplit,
+    /// The epochs of the QKV rows it reads and of the output it publishes.
+    pub qkv_epoch: u32,
+    pub out_epoch: u32,
 }
 
 /// A lane's place in the warp: which slice of a head it holds and which key group it is in.
@@ -484,12 +488,14 @@ fn partial(p: &StepParams, head: u32, split: u32) -> *mut f32 {
 }
 
 /// The attention stage of `layer` at `pos`: this block's (KV head, head block, chunk) items,
-/// spread over the grid's blocks, with a cache of `E` values. `scratch` is the block's shared
-/// work area ([`scratch_floats`] f32s).
+/// spread over the grid's blocks, with a cache of `E` values. Each item waits for its heads'
+/// QKV rows and publishes its output (or, split, its partial and ticket). `scratch` is the
+/// block's shared work area ([`scratch_floats`] f32s).
 ///
 /// # Safety
 /// Every thread of every block calls it; the step's buffers as [`StepParams`] documents them,
 /// the caches holding `E` values; `split` is this step's split.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub unsafe fn attention_stage<E: KvElem>(
     p: &StepParams,
@@ -498,6 +504,8 @@ pub unsafe fn attention_stage<E: KvElem>(
     pos: u32,
     split: AttentionSplit,
     scratch: *mut f32,
+    epochs: &Epochs,
+    waiter: &mut Waiter,
 ) {
     let d = &p.dims;
     let blocks_of_heads = head_blocks(d.q_heads, d.kv_heads);
@@ -513,9 +521,11 @@ pub unsafe fn attention_stage<E: KvElem>(
             head_block: row % blocks_of_heads,
             split: item / rows,
             shape: split,
+            qkv_epoch: epochs.of(layer, Produced::Qkv),
+            out_epoch: epochs.of(layer, Produced::Attention),
         };
         // SAFETY: every thread of the block runs the item.
-        unsafe { attend::<E>(p, w, work_item, scratch) };
+        unsafe { attend::<E>(p, w, work_item, scratch, waiter) };
         item += device::grid_dim();
     }
 }
@@ -557,6 +567,7 @@ pub unsafe fn attend<E: KvElem>(
     w: &LayerPointers,
     item: AttentionItem,
     scratch: *mut f32,
+    waiter: &mut Waiter,
 ) {
     let AttentionItem {
         pos,
@@ -585,7 +596,9 @@ pub unsafe fn attend<E: KvElem>(
         // One warp: its sums are the item's, no merge through shared memory.
         if warp == 0 {
             // SAFETY: forwarded contract; `start..end` is the whole chunk.
-            let run = unsafe { attend_run::<E>(p, w, item, &lanes, first_head, heads, start, end) };
+            let run = unsafe {
+                attend_run::<E>(p, w, item, &lanes, first_head, heads, start, end, waiter)
+            };
             // SAFETY: forwarded contract.
             unsafe { finish_item(p, item, &lanes, first_head, heads, &run) };
         }
@@ -594,7 +607,7 @@ pub unsafe fn attend<E: KvElem>(
     let mut run = [Running::EMPTY; HEADS_PER_ITEM];
     if start < end {
         // SAFETY: forwarded contract; `start..end` is inside the item's chunk.
-        run = unsafe { attend_run::<E>(p, w, item, &lanes, first_head, heads, start, end) };
+        run = unsafe { attend_run::<E>(p, w, item, &lanes, first_head, heads, start, end, waiter) };
     }
     // The runs' results meet in shared memory; warp 0 merges them.
     let stride = partial_stride(hd) as usize;
@@ -659,7 +672,9 @@ unsafe fn finish_item(
                 if (h as u32) < heads {
                     let head = (first_head as usize) + h;
                     // SAFETY: the output holds every head's `head_dim` values.
-                    unsafe { store_slice(p.attn_out.add(head * hd as usize + dim), run[h].output()) };
+                    unsafe {
+                        publish8(p.attn_out, (head * hd as usize + dim) / DIMS_PER_LANE, run[h].output(), item.out_epoch)
+                    };
                 }
             });
         }
@@ -681,12 +696,14 @@ unsafe fn finish_item(
             }
         });
     }
-    let ticket_row = item.kv_head * head_blocks(d.q_heads, d.kv_heads) + item.head_block;
-    // SAFETY: the ticket array holds `item_rows` counters.
+    let ticket_row = item.layer * item_rows(d.q_heads, d.kv_heads)
+        + item.kv_head * head_blocks(d.q_heads, d.kv_heads)
+        + item.head_block;
+    // SAFETY: the ticket array holds `layers · item_rows` counters.
     let last = unsafe { take_ticket(p.attn_tickets.add(ticket_row as usize), shape.splits) };
     if last {
         // SAFETY: every chunk of these heads left its partial before its ticket.
-        unsafe { combine(p, first_head, heads, shape.splits, lanes) };
+        unsafe { combine(p, first_head, heads, shape.splits, lanes, item.out_epoch) };
     }
 }
 
@@ -708,6 +725,7 @@ unsafe fn attend_run<E: KvElem>(
     heads: u32,
     start: u32,
     end: u32,
+    waiter: &mut Waiter,
 ) -> [Running; HEADS_PER_ITEM] {
     let AttentionItem {
         layer,
@@ -728,17 +746,12 @@ unsafe fn attend_run<E: KvElem>(
     let q_dim = (d.q_heads * hd) as usize;
     let kv_dim = (d.kv_heads * hd) as usize;
 
-    // 1. Every load the prologue needs, issued together.
+    // 1. Every load the prologue needs, issued together: the norm weights and RoPE pairs,
+    //    then the QKV rows, waited for until the projection has published them.
     // SAFETY: q rows of this item's heads, the new key and value of this KV head, 8 norm
     // weights and the RoPE pairs of this lane's dimensions; all 16-byte aligned (head_dim is
     // a multiple of 8).
     let (mut q, q_weight, k_weight, cos_sin, k_raw, v_new) = unsafe {
-        let mut q = [[0.0f32; DIMS_PER_LANE]; HEADS_PER_ITEM];
-        crate::unroll!(2; h => {
-            if (h as u32) < heads {
-                q[h] = load_slice(p.qkv.add((first_head as usize + h) * hd as usize + dim));
-            }
-        });
         // `dim % half`: `head_dim` is a power of two.
         let rope_row = p
             .rope
@@ -748,23 +761,25 @@ unsafe fn attend_run<E: KvElem>(
             a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5],
             b[6], b[7],
         ];
-        let new_row = kv_head as usize * hd as usize + dim;
-        let (k_raw, v_new) = if holds_new {
-            (
-                load_slice(p.qkv.add(q_dim + new_row)),
-                load_slice(p.qkv.add(q_dim + kv_dim + new_row)),
-            )
-        } else {
-            ([0.0; DIMS_PER_LANE], [0.0; DIMS_PER_LANE])
-        };
-        (
-            q,
+        let (q_weight, k_weight) = (
             load_weights(w.q_norm.add(dim)),
             load_weights(w.k_norm.add(dim)),
-            cos_sin,
-            k_raw,
-            v_new,
-        )
+        );
+        let new_row = kv_head as usize * hd as usize + dim;
+        let octet = |word: usize| word / DIMS_PER_LANE;
+        let [q0, q1, k_raw, v_new] = await_octets::<4>(
+            p.qkv,
+            [
+                octet(first_head as usize * hd as usize + dim),
+                octet((first_head as usize + 1) * hd as usize + dim),
+                octet(q_dim + new_row),
+                octet(q_dim + kv_dim + new_row),
+            ],
+            [true, heads > 1, holds_new, holds_new],
+            item.qkv_epoch,
+            waiter,
+        );
+        ([q0, q1], q_weight, k_weight, cos_sin, k_raw, v_new)
     };
 
     // 2. q_norm and RoPE of the queries, k_norm and RoPE of the new key (in registers), the
@@ -886,8 +901,8 @@ unsafe fn attend_run<E: KvElem>(
 
 /// Publishes the warp's partials and counts this chunk in; true on every lane for the chunk
 /// that completes the count, which then sees every other chunk's partial. It sets the counter
-/// back to zero for the next layer (the grid barrier after attention orders that store before
-/// the next use).
+/// back to zero for the next step (each layer has counters of its own; the kernel's end
+/// orders that store before the next use).
 ///
 /// # Safety
 /// `ticket` is this item row's counter; every lane of the warp calls it.
@@ -920,7 +935,14 @@ unsafe fn take_ticket(ticket: *mut u32, splits: u32) -> bool {
 /// # Safety
 /// Every lane of the warp calls it, after every chunk's partial was published to it.
 #[inline(always)]
-unsafe fn combine(p: &StepParams, first_head: u32, heads: u32, splits: u32, lanes: &Lanes) {
+unsafe fn combine(
+    p: &StepParams,
+    first_head: u32,
+    heads: u32,
+    splits: u32,
+    lanes: &Lanes,
+    out_epoch: u32,
+) {
     let hd = p.dims.head_dim as usize;
     let dim = (lanes.slice as usize) * DIMS_PER_LANE;
     crate::unroll!(2; h => {
@@ -952,7 +974,9 @@ unsafe fn combine(p: &StepParams, first_head: u32, heads: u32, splits: u32, lane
             run.merge_groups(lanes);
             if lanes.group == 0 {
                 // SAFETY: the output holds every head's `head_dim` values.
-                unsafe { store_slice(p.attn_out.add(head as usize * hd + dim), run.output()) };
+                unsafe {
+                    publish8(p.attn_out, (head as usize * hd + dim) / DIMS_PER_LANE, run.output(), out_epoch)
+                };
             }
         }
     });

@@ -1,28 +1,34 @@
 //! The persistent decode step: one launch runs a whole token through the model.
 //!
-//! embedding row → for each layer { RMSNorm · QKV │ q/k norm · RoPE · KV append · split-K
-//! attention │ combine │ O + residual │ RMSNorm · gate/up · SiLU·up │ down + residual } →
-//! final RMSNorm · LM head · argmax → next token id in [`StepControl`].
+//! embedding row → for each layer { RMSNorm · QKV → q/k norm · RoPE · KV append · split-K
+//! attention → O + residual → RMSNorm · gate/up · SiLU·up → down + residual } │ final RMSNorm ·
+//! LM head · argmax │ next token id in [`StepControl`].
 //!
-//! `│` marks a grid barrier ([`sync::GridSync`]). Every block runs the same sequence over its
-//! share of each stage's rows; RMSNorm is done redundantly by every block so that it needs no
-//! barrier of its own, and the wait at each barrier first issues L2 prefetches of weights a
-//! later stage will read. The token and position are read from and written back to device
-//! memory, so the host can launch step after step without touching them.
+//! `→` is a hand-off of published words ([`flow`]): a block waits for exactly the values it
+//! reads, with no grid barrier; `│` is one of the step's two grid barriers
+//! ([`sync::GridSync`]). Every block runs the same sequence over its share of each stage's
+//! rows; RMSNorm is done redundantly by every block that has rows in the stage, and a block
+//! that is done with a stage first issues L2 prefetches of the weights it reads next. The
+//! token and position are read from and written back to device memory, so the host can launch
+//! step after step without touching them.
 //!
 //! All dimensions come from [`ModelDims`], filled from the checkpoint's config: the same code
 //! runs the real Qwen3-0.6B on the GPU and tiny test checkpoints on the emulator.
 
 pub mod attention;
+pub mod flow;
 #[cfg(not(target_arch = "nvptx64"))]
 pub mod host;
+pub mod ring;
 pub mod sync;
 
 use crate::device;
-use crate::ops::matvec::{matvec, prefetch, store_staged8};
-use crate::ops::norm::{bf16, bf16x8, f32x8, rmsnorm_block};
+use crate::ops::matvec::{prefetch, store_staged8};
+use crate::ops::norm::{bf16, bf16x8, rmsnorm_block};
 use crate::ops::sample::{self, SampleParams, lm_head_sample};
 use attention::{Bf16, F32, attention_split, attention_stage, item_rows, prefetch_kv};
+use flow::{Epochs, Produced, Waiter, await_octets, await1, await8, publish};
+use ring::{Matrix, Ring, RingPlan, block_has_units};
 use sync::{ErrorKind, GridSync, SYNC_SHARED_BYTES, Stage, StepError, record_error};
 
 /// Bytes of weights one stage boundary may prefetch into L2 (see
@@ -76,8 +82,9 @@ pub struct LaunchShape {
     /// Shortest and longest attention chunk (positions per split-K item).
     pub min_chunk: u32,
     pub max_chunk: u32,
-    /// Padding so that the u64 below is 8-byte aligned on both sides.
-    pub reserved: u32,
+    /// Bytes of each slot of the weight ring ([`ring`]), a multiple of 128 that holds a row
+    /// of every matrix (0: the host's plan picks a small default).
+    pub ring_slot_bytes: u32,
     /// How long one barrier may wait before the step fails with a timeout.
     pub spin_limit_ns: u64,
 }
@@ -158,10 +165,14 @@ pub struct StepControl {
     pub barrier_base: u32,
     /// 0, or a [`sync::StepError`] word.
     pub error: u32,
-    /// Steps completed, for the host's sanity checks.
+    /// Steps completed: the host's sanity checks, and the base of the step's epochs
+    /// ([`flow::Epochs`]).
     pub steps: u32,
     /// The LM head's running argmax key (see [`crate::ops::argmax`]); 0 between steps.
     pub argmax_key: u64,
+    /// Stage marks of a profiled step ([`StepParams::profile`]): only counted.
+    pub marks: u32,
+    pub reserved: u32,
 }
 
 /// Everything one launch needs. Passed by value to the PTX kernel.
@@ -179,8 +190,12 @@ pub struct StepParams {
     /// The KV cache's element type, a [`KvDtype::code`]; an unknown code is refused like a
     /// layout mismatch.
     pub kv_dtype: u32,
-    /// Padding so that the pointers below are 8-byte aligned on both sides.
-    pub reserved: u32,
+    /// Non-zero: the last warp of each block counts the end of each of its stages on
+    /// [`StepControl::marks`], where the virtual GPU's timing profile sees them (a step has
+    /// only two grid barriers to cut it into stages). 0 on a GPU.
+    pub profile: u32,
+    /// How the weight ring cuts every layer's matrices for this grid ([`RingPlan::new`]).
+    pub ring: RingPlan,
     pub embedding: *const u16,
     pub lm_head: *const u16,
     pub final_norm: *const u16,
@@ -192,20 +207,21 @@ pub struct StepParams {
     /// (f32, or BF16 bits), 16-byte aligned: raw bytes whose element type the step picks once.
     pub k_cache: *mut u8,
     pub v_cache: *mut u8,
-    /// The residual stream, `hidden` f32.
-    pub x: *mut f32,
-    /// Q, K, V of this position before norm and RoPE, `qkv_rows` f32.
-    pub qkv: *mut f32,
+    /// The residual stream, `hidden` published words ([`flow`]: an f32 and its epoch each).
+    pub x: *mut u64,
+    /// Q, K, V of this position before norm and RoPE, `qkv_rows` published words.
+    pub qkv: *mut u64,
     /// Split-K partials, `q_heads × max_splits × partial_stride(head_dim)` f32
     /// (see [`attention::partial_stride`]).
     pub attn_partial: *mut f32,
-    /// One counter per attention item row ([`attention::item_rows`]), zero between stages:
-    /// the chunk that completes a count combines.
+    /// One counter per layer and attention item row (`layers ×`
+    /// [`attention::item_rows`]), zero between steps: the chunk that completes a count
+    /// combines.
     pub attn_tickets: *mut u32,
-    /// Attention output, `q_dim` f32.
-    pub attn_out: *mut f32,
-    /// SiLU(gate)·up, `intermediate` f32.
-    pub act: *mut f32,
+    /// Attention output, `q_dim` published words.
+    pub attn_out: *mut u64,
+    /// SiLU(gate)·up, `intermediate` published words.
+    pub act: *mut u64,
     pub control: *mut StepControl,
     /// How the LM head chooses the next token (greedy, or a seeded draw), and its state.
     pub sample: SampleParams,
@@ -216,11 +232,18 @@ unsafe impl Send for StepParams {}
 // SAFETY: as above; kernels only read the struct.
 unsafe impl Sync for StepParams {}
 
-/// Dynamic shared memory a block needs, in bytes: the barrier/reduction header, then a work
-/// area that holds a whole input vector of a matvec, or the LM head's normed state and the
-/// sampler's warp lists.
-pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block: u32) -> usize {
-    let _ = shape;
+/// Where the weight ring's copy barriers live in the shared header (8-byte words after the
+/// block reductions' slots).
+const RING_BARRIERS_OFFSET: usize = 192;
+const _: () = assert!(
+    RING_BARRIERS_OFFSET >= 16 + 4 * 32
+        && RING_BARRIERS_OFFSET + 8 * ring::SLOTS as usize <= SYNC_SHARED_BYTES
+);
+
+/// Where the weight ring starts in the block's shared memory: after the header and a work area
+/// that holds a whole input vector of a matvec, or the LM head's normed state and the
+/// sampler's warp lists, or attention's merge; 128-byte aligned for the copies.
+pub const fn ring_offset(dims: &ModelDims, warps_per_block: u32) -> usize {
     let mut vector = dims.hidden;
     if dims.q_dim() > vector {
         vector = dims.q_dim();
@@ -236,7 +259,13 @@ pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block
     if attention > floats {
         floats = attention;
     }
-    SYNC_SHARED_BYTES + floats as usize * 4
+    (SYNC_SHARED_BYTES + floats as usize * 4).next_multiple_of(128)
+}
+
+/// Dynamic shared memory a block needs, in bytes: the barrier/reduction header, the work area
+/// ([`ring_offset`]) and the weight ring's slots.
+pub const fn shared_bytes(dims: &ModelDims, shape: &LaunchShape, warps_per_block: u32) -> usize {
+    ring_offset(dims, warps_per_block) + ring::SLOTS as usize * shape.ring_slot_bytes as usize
 }
 
 /// An upper bound on the split-K partials per head of any step whose length is at most
@@ -289,43 +318,36 @@ pub const fn max_splits(dims: &ModelDims, shape: &LaunchShape, blocks_in_grid: u
     }
 }
 
-/// Barriers one step passes: five per layer (the combine of a split attention takes a ticket,
-/// not a barrier), and one after the LM head.
+/// Grid barriers one step passes: one before the LM head (it reads the sampler's state that
+/// block 0 wrote at the start) and one after it (block 0 reads the grid's choice). Between
+/// the layers' stages values are handed off word by word ([`flow`]).
 pub const fn barriers_per_step(layers: u32, splits: u32) -> u32 {
-    let _ = splits;
-    layers * 5 + 1
+    let _ = (layers, splits);
+    2
 }
 
-/// Copies `n` f32s of global `src` into the block's shared work area, laid out for a matvec
-/// ([`crate::ops::matvec::staged_index`]), and synchronises. Each thread moves 8 values at a time, two such pieces
-/// per round with all four 16-byte loads in flight together: 2,048 or 3,072 values are one or
-/// two round trips to L2 per thread, not 8 or 12 dependent ones.
+/// Copies the `n` values of `src` published for `epoch` into the block's shared work area,
+/// laid out for a matvec ([`crate::ops::matvec::staged_index`]), and synchronises. Each thread
+/// waits for 8 values at a time, two such pieces per round with all eight 16-byte loads in
+/// flight together: 2,048 or 3,072 values are one or two round trips to L2 per thread.
 ///
 /// # Safety
-/// `src` and `work` must hold `n` f32s (`n` a multiple of 8), 16-byte aligned; every thread of
-/// the block must call this function.
+/// `src` must hold `n` words (`n` a multiple of 8) and `work` `n` f32s, both 16-byte aligned;
+/// every thread of the block must call this function.
 #[inline(always)]
-unsafe fn stage_vector(work: *mut f32, src: *const f32, n: usize) {
+unsafe fn stage_vector(work: *mut f32, src: *const u64, n: usize, epoch: u32, waiter: &mut Waiter) {
     let octets = n / 8;
     let threads = device::block_dim() as usize;
     let mut m = device::thread_idx() as usize;
     while m < octets {
         let second = m + threads;
+        let wanted = [true, second < octets];
         // SAFETY: `m < octets`, and `second` is read only when it is below it too.
-        let (a, b) = unsafe {
-            (
-                f32x8(src, m),
-                if second < octets {
-                    f32x8(src, second)
-                } else {
-                    [0.0; 8]
-                },
-            )
-        };
+        let [a, b] = unsafe { await_octets::<2>(src, [m, second], wanted, epoch, waiter) };
         // SAFETY: as above; the work area holds the largest vector.
         unsafe {
             store_staged8(work, n, m, a);
-            if second < octets {
+            if wanted[1] {
                 store_staged8(work, n, second, b);
             }
         }
@@ -334,17 +356,20 @@ unsafe fn stage_vector(work: *mut f32, src: *const f32, n: usize) {
     device::sync_threads();
 }
 
-/// Asks L2 for `bytes` at `start`, one 128-byte line per thread of the grid's last block: for
-/// the small tensors (norm weights, a RoPE row) that a later stage reads at once from many
-/// blocks. Asked for early, they are in L2 when the stage starts; read on demand, their miss
-/// would queue behind the megabytes of weights that the barriers' prefetches ask HBM for.
+/// Asks L2 for `bytes` at `start`, one 128-byte line per thread of one block: for the small
+/// tensors (norm weights, a RoPE row) that a later stage reads at once from many blocks.
+/// Asked for early, they are in L2 when the stage starts; read on demand, their miss would
+/// queue in HBM. The block is the last one with QKV rows: it waits for every layer's input
+/// like the others, so it asks in time (a block without rows runs layers ahead, and what it
+/// asked for was evicted by the time it was read).
 ///
 /// # Safety
 /// `start .. start + bytes` must be global memory.
 #[inline(always)]
-unsafe fn prefetch_small(start: *const u8, bytes: usize) {
+unsafe fn prefetch_small(p: &StepParams, start: *const u8, bytes: usize) {
     const LINE_BYTES: usize = 128;
-    if device::block_idx() + 1 != device::grid_dim() {
+    let per_block = p.ring.matrices[Matrix::Qkv as usize].units_per_block;
+    if device::block_idx() + 1 != p.dims.qkv_rows().div_ceil(per_block.max(1)) {
         return;
     }
     let mut line = device::thread_idx() as usize;
@@ -355,16 +380,28 @@ unsafe fn prefetch_small(start: *const u8, bytes: usize) {
     }
 }
 
-/// `x[row] += v`: a projection's output joins the residual stream (each row has one writer).
+/// `x[row] = before + v`, published for `epoch`: a projection's output joins the residual
+/// stream (each row has one writer per stage).
 ///
 /// # Safety
-/// `row < hidden`, and no other thread touches `x[row]` during the stage.
+/// `row < hidden`.
 #[inline(always)]
-unsafe fn add_to_residual(p: &StepParams, row: u32, v: f32) {
-    // SAFETY: the caller guarantees the row and its single writer.
-    unsafe {
-        let x = p.x.add(row as usize);
-        x.write(x.read() + v)
+unsafe fn add_to_residual(p: &StepParams, row: u32, before: f32, v: f32, epoch: u32) {
+    // SAFETY: the caller guarantees the row.
+    unsafe { publish(p.x, row as usize, before + v, epoch) }
+}
+
+/// The end of one of the block's stages: its warps are done with the shared work area (the
+/// next stage writes it), and a profiled step counts the mark.
+///
+/// # Safety
+/// Every thread of the block calls it; `p.control` is the launch's control block.
+#[inline(always)]
+unsafe fn end_stage(p: &StepParams) {
+    device::sync_threads();
+    if p.profile != 0 && device::thread_idx() + device::WARP_SIZE == device::block_dim() {
+        // SAFETY: a u32 of the control block, only counted atomically.
+        unsafe { device::count_relaxed(&raw mut (*p.control).marks) };
     }
 }
 
@@ -397,10 +434,11 @@ pub unsafe fn decode_step(p: &StepParams) {
         unsafe { core::slice::from_raw_parts(work, n as usize) }
     };
     // SAFETY: written by the host or the previous step, before this launch.
-    let (token, pos, earlier_error) = unsafe {
+    let (token, pos, steps, earlier_error) = unsafe {
         (
             (&raw const (*control).token).read_volatile(),
             (&raw const (*control).position).read_volatile(),
+            (&raw const (*control).steps).read_volatile(),
             (&raw const (*control).error).read_volatile(),
         )
     };
@@ -445,25 +483,29 @@ pub unsafe fn decode_step(p: &StepParams) {
     }
     // SAFETY: the control block of this launch.
     let mut sync = unsafe { GridSync::new(control, p.shape.spin_limit_ns) };
+    let mut waiter = Waiter::new(p);
+    let epochs = Epochs::of_step(steps, d.layers);
+    // SAFETY: the launch's shared memory holds the header and the ring (`shared_bytes`).
+    let ring = unsafe {
+        Ring::at(
+            smem.add(ring_offset(d, device::warps_per_block())),
+            smem.add(RING_BARRIERS_OFFSET).cast::<u64>(),
+        )
+    };
+    // The first layer's weights start streaming now, before anything else is read.
+    // SAFETY: as above.
+    unsafe { ring.start(p) };
     // SAFETY: the embedding has `vocab` rows and `token < vocab`.
     let embedding_row = unsafe { p.embedding.add(token as usize * d.hidden as usize) };
     // The sampler's penalty window takes this step's input (block 0; others read the mask in
-    // the LM head, many barriers later).
+    // the LM head, after the grid barrier in front of it).
     if device::block_idx() == 0 {
         // SAFETY: the sampler's buffers are sized by the host for this vocabulary.
         unsafe { sample::record_input(&p.sample, token, pos, d.vocab) };
     }
-
-    // The residual stream starts as the token's embedding row (block 0 writes it; every block
-    // normalises straight from the row, so nobody waits for the copy).
-    if device::block_idx() == 0 {
-        let mut i = device::thread_idx() as usize;
-        while i < d.hidden as usize {
-            // SAFETY: `x` holds `hidden` values.
-            unsafe { p.x.add(i).write(bf16(embedding_row, i)) };
-            i += device::block_dim() as usize;
-        }
-    }
+    // A block without rows in a stage reads none of its inputs: the argument that a buffer is
+    // read before it is overwritten counts only the blocks that produce something from it
+    // (`block_has_units`, at each stage: no registers held through the step).
 
     let mut layer = 0;
     while layer < d.layers {
@@ -474,92 +516,104 @@ pub unsafe fn decode_step(p: &StepParams) {
         } else {
             None
         };
+        // The residual stream as the previous layer left it (layer 0: the embedding row).
+        let x_in = if layer == 0 {
+            0
+        } else {
+            epochs.of(layer - 1, Produced::Down)
+        };
 
-        // 1. RMSNorm (every block) and the fused QKV projection.
+        // 1. RMSNorm (every block with QKV rows) and the fused QKV projection, its weights
+        //    from the ring.
         // SAFETY: buffers sized per `StepParams`.
         unsafe {
             // What attention and the second RMSNorm read, asked for before this stage's
             // weights leave room in HBM's queue for the O and gate/up prefetches.
             let head_bytes = d.head_dim as usize * 2;
-            prefetch_small(w.q_norm.cast(), head_bytes);
-            prefetch_small(w.k_norm.cast(), head_bytes);
+            prefetch_small(p, w.q_norm.cast(), head_bytes);
+            prefetch_small(p, w.k_norm.cast(), head_bytes);
             prefetch_small(
+                p,
                 p.rope.add(pos as usize * d.head_dim as usize).cast(),
                 2 * head_bytes,
             );
-            prefetch_small(w.post_norm.cast(), d.hidden as usize * 2);
+            prefetch_small(p, w.post_norm.cast(), d.hidden as usize * 2);
             prefetch_kv(p, layer, pos, split, KV_PREFETCH_BUDGET);
-            if layer == 0 {
-                rmsnorm_block(
-                    |m| bf16x8(embedding_row, m),
-                    d.hidden as usize,
-                    w.input_norm,
-                    d.rms_eps,
-                    work,
-                    reduce,
-                );
-            } else {
-                rmsnorm_block(
-                    |m| f32x8(p.x, m),
-                    d.hidden as usize,
-                    w.input_norm,
-                    d.rms_eps,
-                    work,
-                    reduce,
-                );
+            if block_has_units(p, Matrix::Qkv) {
+                if layer == 0 {
+                    rmsnorm_block(
+                        |m| bf16x8(embedding_row, m),
+                        d.hidden as usize,
+                        w.input_norm,
+                        d.rms_eps,
+                        work,
+                        reduce,
+                    );
+                } else {
+                    rmsnorm_block(
+                        |m| await8(p.x, m, x_in, &mut waiter),
+                        d.hidden as usize,
+                        w.input_norm,
+                        d.rms_eps,
+                        work,
+                        reduce,
+                    );
+                }
             }
-            matvec::<1>(w.qkv, vector(d.hidden), d.qkv_rows(), lanes, |row, [v]| {
-                p.qkv.add(row as usize).write(v)
+            let e = epochs.of(layer, Produced::Qkv);
+            let x = vector(d.hidden);
+            ring.matvec::<1>(p, layer, Matrix::Qkv, x, &mut waiter, |row, [v], _| {
+                publish(p.qkv, row as usize, v, e)
             });
-            // While waiting, pull this layer's O projection into L2.
-            if !sync.barrier(Stage::Qkv, layer, || {
-                prefetch::<1>(w.o, d.q_dim(), d.hidden, lanes, L2_BUDGET)
-            }) {
-                return;
-            }
+            end_stage(p);
         }
 
         // 2. Attention: (KV head, head block, chunk) items, spread block by block over the
-        //    grid's warps; a split attention combines behind its last chunk. The cache's
-        //    element type is chosen here, once per layer, not per value.
+        //    grid; each waits for its KV head's QKV rows. A split attention combines behind
+        //    its last chunk. The cache's element type is chosen here, once per layer.
         // SAFETY: every lane of every warp runs the stage; buffers sized per `StepParams`.
         unsafe {
             if p.kv_dtype == KvDtype::Bf16.code() {
-                attention_stage::<Bf16>(p, w, layer, pos, split, work);
+                attention_stage::<Bf16>(p, w, layer, pos, split, work, &epochs, &mut waiter);
             } else {
-                attention_stage::<F32>(p, w, layer, pos, split, work);
+                attention_stage::<F32>(p, w, layer, pos, split, work, &epochs, &mut waiter);
             }
-        }
-        // SAFETY: as above.
-        unsafe {
-            if !sync.barrier(Stage::Attention, layer, || {
-                prefetch::<2>(w.gate_up, d.hidden, d.intermediate, lanes, L2_BUDGET)
-            }) {
-                return;
-            }
+            end_stage(p);
         }
 
         // 3. Output projection, added to the residual stream.
         // SAFETY: buffers sized per `StepParams`; each row has one writer.
         unsafe {
-            stage_vector(work, p.attn_out, d.q_dim() as usize);
-            matvec::<1>(w.o, vector(d.q_dim()), d.hidden, lanes, |row, [v]| {
-                add_to_residual(p, row, v)
-            });
-            if !sync.barrier(Stage::OutputProjection, layer, || {
-                prefetch::<1>(w.down, d.intermediate, d.hidden, lanes, L2_BUDGET)
-            }) {
-                return;
+            if block_has_units(p, Matrix::O) {
+                let e = epochs.of(layer, Produced::Attention);
+                stage_vector(work, p.attn_out, d.q_dim() as usize, e, &mut waiter);
             }
+            let e = epochs.of(layer, Produced::OutputProjection);
+            let x = vector(d.q_dim());
+            ring.matvec::<1>(p, layer, Matrix::O, x, &mut waiter, |row, [v], waiter| {
+                let before = if layer == 0 {
+                    // The input token's row, again (the row's pointer would hold two
+                    // registers through the step).
+                    bf16(
+                        p.embedding,
+                        token as usize * d.hidden as usize + row as usize,
+                    )
+                } else {
+                    await1(p.x, row as usize, x_in, waiter)
+                };
+                add_to_residual(p, row, before, v, e)
+            });
+            end_stage(p);
         }
 
-        // 4. RMSNorm (every block), gate and up together, SiLU(gate)·up.
+        // 4. RMSNorm (every block with gate/up rows), gate and up together, SiLU(gate)·up.
         // SAFETY: as above; gate_up rows 2j and 2j+1 are gate and up of output j.
         unsafe {
             // The next RMSNorm's weights, two stages ahead, and the next layer's pointers.
             let next_norm = match next {
                 Some(n) => {
                     prefetch_small(
+                        p,
                         p.layers.add(layer as usize + 1).cast(),
                         core::mem::size_of::<LayerPointers>(),
                     );
@@ -567,57 +621,69 @@ pub unsafe fn decode_step(p: &StepParams) {
                 }
                 None => p.final_norm,
             };
-            prefetch_small(next_norm.cast(), d.hidden as usize * 2);
-            rmsnorm_block(
-                |m| f32x8(p.x, m),
-                d.hidden as usize,
-                w.post_norm,
-                d.rms_eps,
-                work,
-                reduce,
-            );
-            matvec::<2>(
-                w.gate_up,
-                vector(d.hidden),
-                d.intermediate,
-                lanes,
-                |j, [gate, up]| p.act.add(j as usize).write(silu(gate) * up),
-            );
-            let prefetch_next = || match next {
-                Some(n) => prefetch::<1>(n.qkv, d.hidden, d.qkv_rows(), lanes, L2_BUDGET),
-                // The LM head (311 MB for Qwen3-0.6B) is six times the L2: only its first
-                // rows, which each warp reads first, can still be there when it gets to them.
-                None => prefetch::<1>(p.lm_head, d.hidden, d.vocab, lanes, L2_BUDGET),
-            };
-            if !sync.barrier(Stage::GateUp, layer, prefetch_next) {
-                return;
+            prefetch_small(p, next_norm.cast(), d.hidden as usize * 2);
+            let x_mid = epochs.of(layer, Produced::OutputProjection);
+            if block_has_units(p, Matrix::GateUp) {
+                rmsnorm_block(
+                    |m| await8(p.x, m, x_mid, &mut waiter),
+                    d.hidden as usize,
+                    w.post_norm,
+                    d.rms_eps,
+                    work,
+                    reduce,
+                );
+            }
+            let e = epochs.of(layer, Produced::GateUp);
+            let x = vector(d.hidden);
+            ring.matvec::<2>(p, layer, Matrix::GateUp, x, &mut waiter, |j, [g, u], _| {
+                publish(p.act, j as usize, silu(g) * u, e)
+            });
+            end_stage(p);
+            if next.is_none() {
+                // The LM head (311 MB for Qwen3-0.6B) is six times the L2 and not in the
+                // ring: its first rows, which each warp reads first, are asked of L2 while
+                // the last layer finishes.
+                prefetch::<1>(p.lm_head, d.hidden, d.vocab, lanes, L2_BUDGET);
             }
         }
 
         // 5. Down projection, added to the residual stream.
         // SAFETY: as above.
         unsafe {
-            stage_vector(work, p.act, d.intermediate as usize);
-            matvec::<1>(
-                w.down,
-                vector(d.intermediate),
-                d.hidden,
-                lanes,
-                |row, [v]| add_to_residual(p, row, v),
-            );
-            if !sync.barrier(Stage::Down, layer, || {}) {
-                return;
+            if block_has_units(p, Matrix::Down) {
+                let e = epochs.of(layer, Produced::GateUp);
+                stage_vector(work, p.act, d.intermediate as usize, e, &mut waiter);
             }
+            let e = epochs.of(layer, Produced::Down);
+            let x_mid = epochs.of(layer, Produced::OutputProjection);
+            let x = vector(d.intermediate);
+            ring.matvec::<1>(
+                p,
+                layer,
+                Matrix::Down,
+                x,
+                &mut waiter,
+                |row, [v], waiter| {
+                    let before = await1(p.x, row as usize, x_mid, waiter);
+                    add_to_residual(p, row, before, v, e)
+                },
+            );
+            end_stage(p);
         }
         layer += 1;
     }
 
     // 6. Final RMSNorm, LM head and the choice of the next token (argmax or a seeded draw),
-    //    fused: no logit leaves the SM.
+    //    fused: no logit leaves the SM. The grid barrier in front of it orders block 0's
+    //    sampler state (and stops the step if any wait failed).
     // SAFETY: as above.
     unsafe {
+        if !sync.barrier(Stage::LmHead, d.layers, || {}) {
+            return;
+        }
+        let x_out = epochs.of(d.layers - 1, Produced::Down);
         rmsnorm_block(
-            |m| f32x8(p.x, m),
+            |m| await8(p.x, m, x_out, &mut waiter),
             d.hidden as usize,
             p.final_norm,
             d.rms_eps,
@@ -634,6 +700,7 @@ pub unsafe fn decode_step(p: &StepParams) {
             pos,
             work.add(d.hidden as usize).cast::<u64>(),
         );
+        end_stage(p);
         if !sync.barrier(Stage::LmHead, d.layers, || {}) {
             return;
         }

@@ -126,7 +126,6 @@ pub const SYNC_SHARED_BYTES: usize = 256;
 /// One block's view of the grid barrier during a step.
 pub struct GridSync {
     control: *mut StepControl,
-    base: u32,
     passed: u32,
     spin_limit_ns: u64,
 }
@@ -138,24 +137,32 @@ impl GridSync {
     /// `control` must be the launch's control block.
     #[inline(always)]
     pub unsafe fn new(control: *mut StepControl, spin_limit_ns: u64) -> Self {
-        // SAFETY: written only by the previous launch's last block, before this launch began.
-        let base = unsafe { (&raw const (*control).barrier_base).read_volatile() };
         GridSync {
             control,
-            base,
             passed: 0,
             spin_limit_ns,
         }
     }
 
+    /// The count at the start of the step. Read where it is needed, not kept: a register held
+    /// through the whole step is one the step's peak (attention) does not have.
+    #[inline(always)]
+    fn base(&self) -> u32 {
+        // SAFETY: written only by the previous launch's last block, before this launch began
+        // (and by this launch's block 0 after every block has read it for the last barrier).
+        unsafe { (&raw const (*self.control).barrier_base).read_volatile() }
+    }
+
     /// Barriers passed so far in this step.
+    #[inline(always)]
     pub fn passed(&self) -> u32 {
         self.passed
     }
 
     /// The base the next step starts from.
+    #[inline(always)]
     pub fn next_base(&self) -> u32 {
-        self.base
+        self.base()
             .wrapping_add(self.passed.wrapping_mul(device::grid_dim()))
     }
 
@@ -173,14 +180,20 @@ impl GridSync {
         let stop_flag = device::shared_memory().cast::<u32>();
         device::sync_threads();
         self.passed += 1;
+        // Before arriving: once every block has arrived at the step's last barrier, block 0
+        // moves the base on for the next step.
         let target = self.next_base();
         let leader = device::thread_idx() == 0;
         // SAFETY: the control block's fields are global u32s used atomically here.
         let arrived = if leader { unsafe { self.arrive() } } else { 0 };
         prefetch();
         if leader {
-            // SAFETY: as above.
-            let stop = unsafe { self.wait(arrived, target, stage, layer) };
+            // SAFETY: as above. An error recorded before the barrier is seen after it (the
+            // recorder arrived after recording): a step whose waits gave up stops here.
+            let stop = unsafe {
+                self.wait(arrived, target, stage, layer)
+                    || device::load_acquire_gpu(&raw const (*self.control).error) != 0
+            };
             // SAFETY: word 0 of shared memory is reserved for this flag.
             unsafe { stop_flag.write_volatile(stop as u32) };
         }
@@ -191,6 +204,7 @@ impl GridSync {
 
     /// Thread 0's arrival: publishes the block's writes and returns the count with this
     /// block's arrival in it.
+    #[inline(always)]
     unsafe fn arrive(&self) -> u32 {
         // The arrival releases the block's writes (ordered before this thread by
         // `sync_threads`; release is cumulative) with no fence in front: on the GPU a release
@@ -203,6 +217,7 @@ impl GridSync {
 
     /// Thread 0's wait after [`Self::arrive`] returned `arrived`: spins until `target`
     /// (bounded). Returns true when the step must stop.
+    #[inline(always)]
     unsafe fn wait(&self, arrived: u32, target: u32, stage: Stage, layer: u32) -> bool {
         if arrived == target {
             return false;

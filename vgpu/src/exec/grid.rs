@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::copies::Copies;
 use super::warp::{Ctx, Fault, RunEnd, Warp, WarpState};
 use super::weak::Weak;
 use super::{CLOCK_GHZ, Failure, FailureKind, ISSUE_PER_CYCLE, LaunchConfig, Options, Outcome};
@@ -29,6 +30,8 @@ pub struct Slot {
     pub arrived: [u32; 16],
     pub live_warps: u32,
     pub sm: u32,
+    /// Asynchronous copies in flight into `shared`, and the block's mbarriers.
+    pub copies: Copies,
 }
 
 pub struct Grid<'a> {
@@ -96,11 +99,13 @@ impl<'a> Grid<'a> {
                     arrived: [0; 16],
                     live_warps: 0,
                     sm: s % cfg.sms.max(1),
+                    copies: Copies::default(),
                 })
                 .collect(),
             weak: options.weak.map(|w| Weak::new(w, slots as usize)),
             now: options.start_ns,
             cycle: None,
+            copy_ready_ns: None,
             stats: Default::default(),
             progress: false,
         };
@@ -140,6 +145,7 @@ impl<'a> Grid<'a> {
                 (b / (gx * gy)) as u32,
             ];
             slot.shared.fill(0);
+            slot.copies.reset(threads);
             slot.arrived = [0; 16];
             slot.live_warps = self.warps_per_block;
             for w in 0..self.warps_per_block {
@@ -235,7 +241,8 @@ impl<'a> Grid<'a> {
                         let s = &mut self.ctx.slots[slot];
                         s.live_warps -= 1;
                         if s.live_warps == 0 {
-                            s.block = None;
+                            self.copies_landed(slot)?;
+                            self.ctx.slots[slot].block = None;
                             self.finished_blocks += 1;
                         } else {
                             self.try_release(slot);
@@ -328,6 +335,25 @@ impl<'a> Grid<'a> {
             .map(|l| l.trim())
             .unwrap_or("");
         format!("PTX line {line} `{text}`")
+    }
+
+    /// A block that exits with asynchronous copies in flight leaves them writing shared
+    /// memory that the next block gets: the launch fails.
+    pub(super) fn copies_landed(&self, slot: usize) -> Result<(), (FailureKind, String)> {
+        let s = &self.ctx.slots[slot];
+        let n = s.copies.in_flight();
+        if n == 0 {
+            return Ok(());
+        }
+        Err((
+            FailureKind::LaunchFailed,
+            format!(
+                "block {} of `{}` exited with {n} asynchronous copies into its shared memory \
+                 still in flight (wait for every copy it issued before it exits)",
+                s.block.unwrap_or(0),
+                self.ctx.kernel.name
+            ),
+        ))
     }
 
     pub(super) fn fault_report(&self, w: usize, f: Fault) -> (FailureKind, String) {

@@ -16,6 +16,7 @@
 //!   trap), with a report naming the PTX line, block and thread.
 
 pub mod alu;
+pub mod copies;
 pub mod float;
 mod grid;
 mod lanes;

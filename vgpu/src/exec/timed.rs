@@ -77,14 +77,14 @@ impl Grid<'_> {
         };
         let mut clocks = vec![Clock::default(); self.warps.len()];
         let mut heap: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
-        let mut arrivals = Vec::new();
+        let mut marks = Vec::new();
         let mut last = start;
         let result = self.timed_loop(
             machine,
             &decoded,
             &mut clocks,
             &mut heap,
-            &mut arrivals,
+            &mut marks,
             &mut last,
             start,
         );
@@ -92,12 +92,12 @@ impl Grid<'_> {
             model: timing::MODEL_VERSION,
             cycles: last - start,
             counters: machine.counters.clone(),
-            arrivals: arrivals.into_iter().map(|(b, t)| (b, t - start)).collect(),
+            marks: marks.into_iter().map(|(b, t)| (b, t - start)).collect(),
         };
-        if let Some(path) = std::env::var_os("QWENMK_VGPU_ARRIVALS") {
-            // A debugging aid beside the timeline: every arrival, one `block cycle` a line.
+        if let Some(path) = std::env::var_os("QWENMK_VGPU_MARKS") {
+            // A debugging aid beside the timeline: every mark, one `block cycle` a line.
             let text: String = report
-                .arrivals
+                .marks
                 .iter()
                 .map(|(b, t)| format!("{b} {t}\n"))
                 .collect();
@@ -136,7 +136,7 @@ impl Grid<'_> {
         d: &Decoded,
         clocks: &mut [Clock],
         heap: &mut BinaryHeap<Reverse<(u64, usize)>>,
-        arrivals: &mut Vec<(u32, u64)>,
+        marks: &mut Vec<(u32, u64)>,
         last: &mut u64,
         start: u64,
     ) -> Result<(), (FailureKind, String)> {
@@ -182,6 +182,7 @@ impl Grid<'_> {
             let active = top.mask & self.warps[w].guard(inst.guard);
             let mut result_ready = issue + c.latency as u64;
             let mut extra = 0u64;
+            let mut wait_until: Option<u64> = None;
             if active != 0 {
                 match &inst.op {
                     Op::Ld {
@@ -244,6 +245,7 @@ impl Grid<'_> {
                         scope,
                         ty,
                         addr,
+                        d: result,
                         ..
                     } => {
                         if let Some(sp) = self.collect(w, *space, addr, active, &mut addrs) {
@@ -264,9 +266,10 @@ impl Grid<'_> {
                             }
                             result_ready = done.complete;
                             clocks[w].acked = clocks[w].acked.max(done.acked);
-                            if sem.releases() {
+                            if result.is_none() {
+                                // A reduction (`red`): the kernel's stage marks.
                                 let block_id = self.ctx.slots[slot].block.unwrap_or(0);
-                                arrivals.push((block_id, at));
+                                marks.push((block_id, at));
                             }
                         }
                     }
@@ -284,6 +287,65 @@ impl Grid<'_> {
                             );
                         }
                     }
+                    Op::BulkCopy { src, size, .. } => {
+                        let lane = active.trailing_zeros() as usize;
+                        let warp = &self.warps[w];
+                        let from = super::warp::Ctx::lane_address(warp, src, lane);
+                        let bytes = self.ctx_value(w, *size, lane);
+                        let landed = machine.bulk_read(sm, issue, from, bytes);
+                        self.ctx.copy_ready_ns = Some(params.cycles_to_ns(landed).ceil() as u64);
+                    }
+                    Op::AsyncCopy { src, bytes, .. } => {
+                        if let Some(sp) = self.collect(w, Space::Global, src, active, &mut addrs) {
+                            let done = machine.access(
+                                sm,
+                                issue,
+                                &Access {
+                                    kind: Kind::Load {
+                                        l1: false,
+                                        acquire: false,
+                                    },
+                                    space: sp,
+                                    addrs: &addrs,
+                                    bytes: *bytes,
+                                },
+                            );
+                            self.ctx.copy_ready_ns =
+                                Some(params.cycles_to_ns(done.complete).ceil() as u64);
+                        }
+                    }
+                    Op::MbarInit { .. } | Op::MbarArrive { .. } => {
+                        result_ready = issue + params.shared_latency as u64;
+                    }
+                    Op::MbarWait { addr, try_wait, .. } => {
+                        result_ready = issue + params.shared_latency as u64;
+                        // `try_wait` suspends the thread until the phase completes, within a
+                        // time limit: when the copies that complete it are all in flight, the
+                        // answer is yes, at the time the last lands.
+                        let lane = active.trailing_zeros() as usize;
+                        let warp = &self.warps[w];
+                        let at = super::warp::Ctx::lane_address(warp, addr, lane) as usize;
+                        if *try_wait
+                            && let Some(ready_ns) = self.ctx.slots[slot].copies.phase_ready_ns(at)
+                        {
+                            let ready = params.ns_to_cycles(ready_ns);
+                            if ready <= issue + params.try_wait_limit_cycles as u64 {
+                                result_ready = result_ready.max(ready);
+                                wait_until = Some(ready_ns);
+                            }
+                        }
+                    }
+                    Op::AsyncWait { n } => {
+                        let copies = &self.ctx.slots[slot].copies;
+                        let first = self.warps[w].first_thread;
+                        let ready_ns = (0..32u32)
+                            .filter(|l| active & (1 << l) != 0)
+                            .map(|l| copies.groups_ready_ns(first + l, *n))
+                            .max()
+                            .unwrap_or(0);
+                        let ready = params.ns_to_cycles(ready_ns);
+                        extra = ready.saturating_sub(issue);
+                    }
                     Op::Fence { sem, .. } if *sem != Sem::Weak => {
                         // The warp's stores are acknowledged, then the fence itself.
                         extra = clocks[w].acked.max(issue) - issue + params.fence_cycles as u64;
@@ -291,10 +353,12 @@ impl Grid<'_> {
                     _ => {}
                 }
             }
-            // Run the instruction at its cycle.
-            self.ctx.now = params.cycles_to_ns(issue) as u64;
+            // Run the instruction at its cycle (a `try_wait` that the copies it waits for
+            // answer, when they land).
+            self.ctx.now = (params.cycles_to_ns(issue) as u64).max(wait_until.unwrap_or(0));
             self.ctx.cycle = Some(issue);
             let (end, issued) = self.ctx.run_warp(&mut self.warps[w], 1);
+            self.ctx.copy_ready_ns = None;
             self.ctx.stats.warp_instructions += issued as u64;
             let end = end.map_err(|f: Fault| self.fault_report(w, f))?;
             let clock = &mut clocks[w];
@@ -345,6 +409,8 @@ impl Grid<'_> {
                     let s = &mut self.ctx.slots[slot];
                     s.live_warps -= 1;
                     if s.live_warps == 0 {
+                        self.copies_landed(slot)?;
+                        let s = &mut self.ctx.slots[slot];
                         s.block = None;
                         self.finished_blocks += 1;
                         self.start_blocks(clock.next, clocks, heap);
@@ -361,6 +427,15 @@ impl Grid<'_> {
             Ok(())
         } else {
             Err((FailureKind::Deadlock, self.deadlock_report()))
+        }
+    }
+
+    /// The value of `s` in lane `lane` of warp `w`, before the instruction runs.
+    fn ctx_value(&self, w: usize, s: crate::isa::Src, lane: usize) -> u64 {
+        match s {
+            crate::isa::Src::Reg(r) => self.warps[w].regs[r as usize][lane],
+            crate::isa::Src::Imm(v) => v,
+            _ => 0,
         }
     }
 

@@ -261,6 +261,9 @@ pub struct Ctx<'a> {
     pub now: u64,
     /// The timing model's cycle of the instruction running (`%clock64` reads it exactly).
     pub cycle: Option<u64>,
+    /// When the asynchronous copy running lands, as the timing model computed it (else the
+    /// plain interpreter's fixed latency).
+    pub copy_ready_ns: Option<u64>,
     pub stats: Stats,
     /// Something was written, exited or released this round.
     pub progress: bool,
@@ -715,6 +718,82 @@ impl Ctx<'_> {
                         .into(),
                 ));
             }
+            Op::MbarInit { addr, count } => {
+                let count = self.read(w, *count);
+                for lane in lanes(active) {
+                    let off = self.mbar_offset(w, addr, lane)?;
+                    let slot = w.slot as usize;
+                    self.slots[slot]
+                        .copies
+                        .init(off, count[lane] as u32)
+                        .map_err(|e| undefined(lane, "mbarrier misuse", e))?;
+                }
+                self.progress = true;
+            }
+            Op::MbarArrive { d, addr, tx } => {
+                let tx = tx.map(|t| self.read(w, t));
+                let mut out = [0u64; 32];
+                for lane in lanes(active) {
+                    let off = self.mbar_offset(w, addr, lane)?;
+                    let slot = w.slot as usize;
+                    out[lane] = self.slots[slot]
+                        .copies
+                        .arrive(off, tx.map_or(0, |t| t[lane] as u32))
+                        .map_err(|e| undefined(lane, "mbarrier misuse", e))?;
+                }
+                if let Some(d) = d {
+                    w.write(*d, &out, active);
+                }
+                self.progress = true;
+            }
+            Op::MbarWait {
+                d, addr, parity, ..
+            } => {
+                let parity = self.read(w, *parity);
+                let mut out = [0u64; 32];
+                for lane in lanes(active) {
+                    let off = self.mbar_offset(w, addr, lane)?;
+                    let s = &mut self.slots[w.slot as usize];
+                    let before = s.copies.in_flight();
+                    out[lane] = s
+                        .copies
+                        .phase_done(&mut s.shared, off, parity[lane] as u32, self.now)
+                        .map_err(|e| undefined(lane, "mbarrier misuse", e))?
+                        as u64;
+                    self.progress |= s.copies.in_flight() != before;
+                }
+                w.write(*d, &out, active);
+            }
+            Op::BulkCopy {
+                dst,
+                src,
+                size,
+                mbar,
+            } => {
+                let size = self.read(w, *size);
+                for lane in lanes(active) {
+                    self.bulk_copy(w, lane, dst, src, size[lane], mbar)?;
+                }
+            }
+            Op::AsyncCopy { dst, src, bytes } => {
+                for lane in lanes(active) {
+                    self.thread_copy(w, lane, dst, src, *bytes)?;
+                }
+            }
+            Op::AsyncCommit => {
+                for lane in lanes(active) {
+                    let thread = w.first_thread + lane as u32;
+                    self.slots[w.slot as usize].copies.commit(thread);
+                }
+            }
+            Op::AsyncWait { n } => {
+                for lane in lanes(active) {
+                    let thread = w.first_thread + lane as u32;
+                    let s = &mut self.slots[w.slot as usize];
+                    s.copies.wait_groups(&mut s.shared, thread, *n);
+                }
+                self.progress = true;
+            }
             Op::Bra { .. }
             | Op::Exit
             | Op::BarSync { .. }
@@ -724,6 +803,130 @@ impl Ctx<'_> {
             | Op::Vote { .. } => unreachable!("handled by the caller"),
         }
         Ok(Flow::Next)
+    }
+
+    /// The shared-memory offset of an mbarrier operand: 8-byte aligned, inside the window.
+    pub(super) fn mbar_offset(
+        &self,
+        w: &Warp,
+        addr: &Addr,
+        lane: usize,
+    ) -> Result<usize, LaneFault> {
+        let a = Self::lane_address(w, addr, lane);
+        Self::check_align(a, 8, lane)?;
+        let off = a as usize;
+        self.shared_range(w.slot as usize, off, 8, lane)?;
+        Ok(off)
+    }
+
+    /// `len` bytes of global memory at `a` for an asynchronous copy: inside a live allocation
+    /// and never stored by this launch (the copy engine reads like the read-only path).
+    fn copy_source(&mut self, a: u64, len: usize, lane: usize) -> Result<Vec<u8>, LaneFault> {
+        let (index, off) = self
+            .mem
+            .locate(a, len as u64)
+            .map_err(|e| self.global_fault(a, len, lane, e))?;
+        if !self.mem.track_nc_read(index, off, len) {
+            return Err(illegal(
+                lane,
+                format!(
+                    "an asynchronous copy reads {len} bytes at {a:#x} after this launch stored \
+                     to them"
+                ),
+            ));
+        }
+        self.stats.nc_load_bytes += len as u64;
+        Ok(self.mem.bytes(index)[off..off + len].to_vec())
+    }
+
+    fn copy_ready(&self) -> u64 {
+        self.copy_ready_ns
+            .unwrap_or(self.now + super::copies::UNTIMED_LATENCY_NS)
+    }
+
+    fn bulk_copy(
+        &mut self,
+        w: &Warp,
+        lane: usize,
+        dst: &Addr,
+        src: &Addr,
+        size: u64,
+        mbar: &Addr,
+    ) -> Result<(), LaneFault> {
+        let (d, s) = (
+            Self::lane_address(w, dst, lane),
+            Self::lane_address(w, src, lane),
+        );
+        if size == 0 || !size.is_multiple_of(16) || size > u32::MAX as u64 {
+            return Err(undefined(
+                lane,
+                "bulk copy misuse",
+                format!("a bulk copy of {size} bytes (a non-zero multiple of 16 is required)"),
+            ));
+        }
+        Self::check_align(d, 16, lane)?;
+        Self::check_align(s, 16, lane)?;
+        let len = size as usize;
+        self.shared_range(w.slot as usize, d as usize, len, lane)?;
+        let off = self.mbar_offset(w, mbar, lane)?;
+        let data = self.copy_source(s, len, lane)?;
+        let ready = self.copy_ready();
+        self.slots[w.slot as usize]
+            .copies
+            .bulk(d as usize, data, off, ready)
+            .map_err(|e| undefined(lane, "bulk copy misuse", e))?;
+        self.progress = true;
+        Ok(())
+    }
+
+    fn thread_copy(
+        &mut self,
+        w: &Warp,
+        lane: usize,
+        dst: &Addr,
+        src: &Addr,
+        bytes: u32,
+    ) -> Result<(), LaneFault> {
+        let (d, s) = (
+            Self::lane_address(w, dst, lane),
+            Self::lane_address(w, src, lane),
+        );
+        let len = bytes as usize;
+        Self::check_align(d, len, lane)?;
+        Self::check_align(s, len, lane)?;
+        self.shared_range(w.slot as usize, d as usize, len, lane)?;
+        let data = self.copy_source(s, len, lane)?;
+        let ready = self.copy_ready();
+        let thread = w.first_thread + lane as u32;
+        self.slots[w.slot as usize]
+            .copies
+            .thread_copy(thread, d as usize, data, ready)
+            .map_err(|e| undefined(lane, "cp.async misuse", e))?;
+        self.progress = true;
+        Ok(())
+    }
+
+    /// A plain access to shared bytes that a copy in flight will write.
+    fn racing_copy(
+        &self,
+        slot: usize,
+        off: usize,
+        len: usize,
+        lane: usize,
+        what: &str,
+    ) -> Result<(), LaneFault> {
+        if self.slots[slot].copies.overlaps(off, len) {
+            return Err(undefined(
+                lane,
+                "shared memory used before its copy landed",
+                format!(
+                    "{what} {len} bytes at shared offset {off:#x} while an asynchronous copy \
+                     into them is in flight (wait on its mbarrier, or `cp.async.wait_group`, \
+                     first)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `bar.sync`: every live lane of the warp must be here, unpredicated (`.aligned`).
@@ -1136,6 +1339,7 @@ impl Ctx<'_> {
                 },
                 Target::Shared(off) => {
                     self.shared_range(slot, off, len, lane)?;
+                    self.racing_copy(slot, off, len, lane, "a load read")?;
                     &self.slots[slot].shared[off..off + len]
                 }
                 Target::Global(a) => {
@@ -1230,6 +1434,7 @@ impl Ctx<'_> {
                 }
                 Target::Shared(off) => {
                     self.shared_range(slot, off, len, lane)?;
+                    self.racing_copy(slot, off, len, lane, "a store wrote")?;
                     self.slots[slot].shared[off..off + len].copy_from_slice(bytes);
                     self.progress = true;
                 }

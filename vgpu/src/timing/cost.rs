@@ -146,7 +146,14 @@ pub fn cost(op: &Op, p: &Params) -> Cost {
         | Op::Prefetch { .. }
         | Op::Fence { .. }
         | Op::Nanosleep { .. }
-        | Op::BarSync { .. } => lsu,
+        | Op::BarSync { .. }
+        | Op::MbarInit { .. }
+        | Op::MbarArrive { .. }
+        | Op::MbarWait { .. }
+        | Op::BulkCopy { .. }
+        | Op::AsyncCopy { .. }
+        | Op::AsyncCommit
+        | Op::AsyncWait { .. } => lsu,
         Op::Shfl { .. } => Cost {
             latency: p.shfl_latency,
             occupancy: 2,

@@ -33,6 +33,18 @@ pub enum Space {
     Param,
 }
 
+/// How HBM serves a miss. What warps ask for (loads, atomics, L2 prefetches) is served in the
+/// order asked; bulk copies into shared memory (the copy engine's) take the bandwidth that
+/// leaves, in order. One queue for both would make a 128-byte load wait behind every megabyte
+/// that other SMs' copy engines have asked for; on the GPU a copy engine paces its requests
+/// into bounded L2 miss queues that serve many sources in turn, so a bulk backlog waits at
+/// its SM (A: no published figure for the H100's arbitration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Demand,
+    Background,
+}
+
 /// What a memory instruction does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -76,6 +88,8 @@ struct Sm {
     l1: Cache,
     l1_free: u64,
     l2_port_free: f64,
+    /// When the port of bulk copies into shared memory is free.
+    bulk_port_free: f64,
     partition: usize,
 }
 
@@ -100,7 +114,10 @@ pub struct Machine {
     pub params: Params,
     sms: Vec<Sm>,
     l2: [Cache; 2],
+    /// When the HBM pipe has served every request so far (the background class queues here).
     hbm_free: f64,
+    /// When it has served every demand request so far.
+    demand_free: f64,
     atomic_free: HashMap<u64, u64>,
     pub counters: Counters,
 }
@@ -125,6 +142,7 @@ impl Machine {
                     l1: l1(&params),
                     l1_free: 0,
                     l2_port_free: 0.0,
+                    bulk_port_free: 0.0,
                     partition: (i % 2) as usize,
                 })
                 .collect(),
@@ -133,6 +151,7 @@ impl Machine {
                 Cache::new(params.l2_partition_bytes, params.line_bytes, params.l2_ways),
             ],
             hbm_free: 0.0,
+            demand_free: 0.0,
             atomic_free: HashMap::new(),
             counters: Counters::default(),
             params,
@@ -155,12 +174,14 @@ impl Machine {
             sm.l1 = Cache::new(l1_bytes, p.line_bytes, 8);
             sm.l1_free = start;
             sm.l2_port_free = start as f64;
+            sm.bulk_port_free = start as f64;
             for b in &mut sm.blocks {
                 b.free = start;
                 b.pipes = [start; PIPES];
             }
         }
         self.hbm_free = self.hbm_free.max(start as f64);
+        self.demand_free = self.demand_free.max(start as f64);
         self.atomic_free.clear();
         self.counters = Counters::default();
     }
@@ -265,7 +286,7 @@ impl Machine {
                             continue;
                         }
                     }
-                    let at = self.l2_read(sm, start, line, want, true);
+                    let at = self.l2_read(sm, start, line, want, true, Class::Demand);
                     if use_l1 {
                         self.sms[sm].l1.insert(line, want, at);
                     }
@@ -295,7 +316,7 @@ impl Machine {
                     let arrive = if present.sectors & want == want {
                         port + (p.atomic_latency / 2) as u64
                     } else {
-                        self.l2_read(sm, port, line, want, false)
+                        self.l2_read(sm, port, line, want, false, Class::Demand)
                     };
                     let free = self.atomic_free.entry(line).or_insert(0);
                     let served = arrive.max(*free);
@@ -307,11 +328,55 @@ impl Machine {
                 Kind::Prefetch => {
                     // A request, no data back to the SM: no port time, no wait.
                     self.counters.prefetch_bytes += p.line_bytes as u64;
-                    self.l2_read(sm, start, line, 0xf, false);
+                    self.l2_read(sm, start, line, 0xf, false, Class::Demand);
                 }
             }
         }
         done
+    }
+
+    /// A bulk copy of `bytes` from global `addr` into SM `sm`'s shared memory, issued at cycle
+    /// `t`: every line is asked of L2 at once (HBM for the misses), and the lines come back
+    /// through the SM's bulk-copy port in the order they reach L2. Returns when the last one is
+    /// in shared memory.
+    pub fn bulk_read(&mut self, sm: usize, t: u64, addr: u64, bytes: u64) -> u64 {
+        if bytes == 0 {
+            return t;
+        }
+        let lb = self.params.line_bytes as u64;
+        let first = addr / lb;
+        let last = (addr + bytes - 1) / lb;
+        let mut arrivals: Vec<(u64, u64)> = (first..=last)
+            .map(|line| {
+                let lo = (line * lb).max(addr);
+                let hi = ((line + 1) * lb).min(addr + bytes);
+                let sectors = self.sectors(lo - line * lb, hi - line * lb);
+                (
+                    self.l2_fetch(sm, t, line, sectors, true, Class::Background),
+                    hi - lo,
+                )
+            })
+            .collect();
+        arrivals.sort_unstable();
+        let rate = self.params.bulk_bytes_per_cycle;
+        let s = &mut self.sms[sm];
+        for (at, n) in arrivals {
+            let begin = s.bulk_port_free.max(at as f64);
+            s.bulk_port_free = begin + n as f64 / rate;
+        }
+        s.bulk_port_free.ceil() as u64
+    }
+
+    /// The mask of the 32-byte sectors that bytes `from..to` of a line touch.
+    fn sectors(&self, from: u64, to: u64) -> u8 {
+        let sb = self.params.sector_bytes as u64;
+        let mut mask = 0u8;
+        let mut s = from / sb;
+        while s * sb < to {
+            mask |= 1 << s;
+            s += 1;
+        }
+        mask
     }
 
     /// An acquire by an atomic empties the SM's L1, as an acquire load does (`CCTL.IVALL`).
@@ -330,14 +395,38 @@ impl Machine {
 
     /// Reads sectors `want` of `line` through L2 for SM `sm` from cycle `t`; returns when they
     /// arrive. `returns_data`: the bytes come back through the SM's L2 port.
-    fn l2_read(&mut self, sm: usize, t: u64, line: u64, want: u8, returns_data: bool) -> u64 {
-        let p = self.params;
-        let bytes = want.count_ones() as u64 * p.sector_bytes as u64;
+    fn l2_read(
+        &mut self,
+        sm: usize,
+        t: u64,
+        line: u64,
+        want: u8,
+        returns_data: bool,
+        class: Class,
+    ) -> u64 {
+        let bytes = want.count_ones() as u64 * self.params.sector_bytes as u64;
         let t = if returns_data {
             self.port(sm, t, bytes)
         } else {
             t
         };
+        self.l2_fetch(sm, t, line, want, returns_data, class)
+    }
+
+    /// [`Machine::l2_read`] from the moment the request leaves the SM: `counted`, its hits
+    /// count as bytes served by L2.
+    fn l2_fetch(
+        &mut self,
+        sm: usize,
+        t: u64,
+        line: u64,
+        want: u8,
+        counted: bool,
+        class: Class,
+    ) -> u64 {
+        let p = self.params;
+        let bytes = want.count_ones() as u64 * p.sector_bytes as u64;
+        let returns_data = counted;
         let near = self.sms[sm].partition;
         let home = home(line);
         let here = self.l2[near].lookup(line);
@@ -365,8 +454,23 @@ impl Machine {
         let missing = want & !have;
         let miss_bytes = missing.count_ones() as u64 * p.sector_bytes as u64;
         let rate = p.hbm_bytes_per_cycle();
-        let begin = self.hbm_free.max(t as f64);
-        self.hbm_free = begin + miss_bytes as f64 / rate;
+        let busy = miss_bytes as f64 / rate;
+        let begin = match class {
+            // Background traffic takes what the pipe has left, in order.
+            Class::Background => {
+                let begin = self.hbm_free.max(t as f64);
+                self.hbm_free = begin + busy;
+                begin
+            }
+            // A demand miss waits for the demand traffic ahead of it, and pushes the
+            // background backlog back by its own bytes: the pipe's bandwidth is shared.
+            Class::Demand => {
+                let begin = self.demand_free.max(t as f64);
+                self.demand_free = begin + busy;
+                self.hbm_free = self.hbm_free.max(begin) + busy;
+                begin
+            }
+        };
         self.counters.hbm_bytes += miss_bytes;
         self.counters.hbm_busy_cycles += miss_bytes as f64 / rate;
         let latency = if near == home {
@@ -418,8 +522,9 @@ pub struct Report {
     pub model: &'static str,
     pub cycles: u64,
     pub counters: Counters,
-    /// Every release atomic (a grid barrier's arrival): (block, cycles since the launch began).
-    pub arrivals: Vec<(u32, u64)>,
+    /// Every reduction (`red`, an atomic without a result: the decode step's stage marks):
+    /// (block, cycles since the launch began).
+    pub marks: Vec<(u32, u64)>,
 }
 
 #[cfg(test)]

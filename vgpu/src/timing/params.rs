@@ -21,8 +21,9 @@
 /// The model's version, reported with every simulated figure. v2: a store or atomic with
 /// release semantics at GPU scope pays a fence first (its SASS is a `MEMBAR` and the access;
 /// v1 charged only explicit fences), and an acquiring atomic empties the SM's L1 as an
-/// acquire load does.
-pub const MODEL_VERSION: &str = "h100-sxm-v2";
+/// acquire load does. v3: bulk copies into shared memory (`cp.async.bulk`, the TMA) and
+/// `cp.async`, completing on mbarriers and wait groups; nothing else changed.
+pub const MODEL_VERSION: &str = "h100-sxm-v3";
 
 /// Parameters of the modelled GPU.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,6 +88,16 @@ pub struct Params {
     /// A GPU-scope fence: the warp's stores are acknowledged, then this (BB24: A100
     /// `__threadfence()` ≈ 542 ns; no Hopper figure; 951 cycles at 1,755 MHz).
     pub fence_cycles: u32,
+    /// Bytes per cycle a bulk copy (`cp.async.bulk`) brings into an SM's shared memory: the
+    /// L2 port's rate (A: the TMA's reads return through the same interface as loads; no
+    /// Hopper figure for the TMA alone). Bulk copies have a port of their own in the model:
+    /// they do not queue behind the LSU's loads, nor those behind them, and their writes into
+    /// shared memory do not take the data path's cycles (A: both are far from saturated
+    /// when HBM feeds them, 13 B/cycle per SM at 3 TB/s).
+    pub bulk_bytes_per_cycle: f64,
+    /// How long `mbarrier.try_wait` suspends a thread before it answers "not yet" (PTX ISA:
+    /// a system-dependent limit; A: 10 µs).
+    pub try_wait_limit_cycles: u32,
 }
 
 /// The H100 SXM5 (132 SMs) as the model sees it.
@@ -120,6 +131,8 @@ pub const H100_SXM: Params = Params {
     atomic_latency: 490,
     atomic_line_cycles: 4,
     fence_cycles: 951,
+    bulk_bytes_per_cycle: 36.0,
+    try_wait_limit_cycles: 17_550,
 };
 
 impl Params {

@@ -4,7 +4,7 @@
 //! PTX, memory for the weights and the KV cache, and a grid no larger than the blocks that can
 //! be resident at once (the kernel's barriers need every block running). Each step writes the
 //! input token only when it is not the kernel's own previous output (prompt tokens), launches,
-//! and reads back the 32-byte control block: the next token id and the error word.
+//! and reads back the 40-byte control block: the next token id and the error word.
 
 use std::sync::Arc;
 
@@ -12,14 +12,17 @@ use anyhow::{Context, Result, bail};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
 use qwenmk_kernels::ops::sample::{SampleParams, list_words, mask_words};
 use qwenmk_kernels::step::host::rope_table;
+use qwenmk_kernels::step::ring;
 use qwenmk_kernels::step::sync::{Stage, StepError};
-use qwenmk_kernels::step::{KvDtype, LaunchShape, LayerPointers, StepControl, StepParams};
+use qwenmk_kernels::step::{
+    self, KvDtype, LaunchShape, LayerPointers, ModelDims, StepControl, StepParams,
+};
 use qwenmk_weights::PackedModel;
 
 use super::launch::{KernelAttributes, StepKernel};
 use super::memory::{bytes_needed, choose_max_context};
 use super::probe::{GpuInfo, probe};
-use crate::engine::plan::{StepPlan, WeightPointers, describe_step_error};
+use crate::engine::plan::{StepPlan, WeightPointers, describe_step_error, model_dims};
 use crate::engine::{Engine, Next, Sampling, ensure_room};
 
 /// Threads per block: 8 warps, so one block per SM keeps the whole register file busy.
@@ -29,19 +32,36 @@ pub const SPIN_LIMIT_NS: u64 = 2_000_000_000;
 
 /// The GPU's launch shape: 16 lanes per row read 256 contiguous bytes per load instruction
 /// across each row pair; attention chunks (one per block, cut again over its 8 warps) of
-/// 32..4,096 positions.
-pub fn launch_shape() -> LaunchShape {
-    LaunchShape {
+/// 32..4,096 positions; weight-ring slots as large as the block's shared memory allows, up to
+/// [`MAX_RING_SLOT_BYTES`].
+pub fn launch_shape(dims: &ModelDims, shared_optin_per_block: u32) -> LaunchShape {
+    let mut shape = LaunchShape {
         lanes_per_row: 16,
         min_chunk: 32,
         max_chunk: 4096,
-        reserved: 0,
+        ring_slot_bytes: 0,
         spin_limit_ns: SPIN_LIMIT_NS,
-    }
+    };
+    let fixed = step::ring_offset(dims, BLOCK / 32) + RESERVED_SHARED_BYTES;
+    let room = (shared_optin_per_block as usize).saturating_sub(fixed) / ring::SLOTS as usize;
+    shape.ring_slot_bytes = (room.min(MAX_RING_SLOT_BYTES as usize) as u32) / 128 * 128;
+    shape
 }
 
+/// The largest weight-ring slot: four of them (192 KiB) and the step's 22 KiB leave an H100's
+/// 227 KiB per block a margin; a slot holds 24 of Qwen3-0.6B's QKV rows, 12 O rows, 12 gate/up
+/// row pairs or 8 down rows, so a layer is 6 chunks per block on 132 SMs.
+pub const MAX_RING_SLOT_BYTES: u32 = 48 * 1024;
+
+/// Shared memory an H100 lets one block opt into (`MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`): the
+/// shape reports and tests assume when no GPU is asked.
+pub const H100_SHARED_OPTIN_BYTES: u32 = 227 * 1024;
+
+/// Shared memory the driver keeps per block beside the kernel's (sm_80 and newer: 1 KiB).
+const RESERVED_SHARED_BYTES: usize = 1024;
+
 const CONTROL_WORDS: usize = std::mem::size_of::<StepControl>() / 4;
-const _: () = assert!(std::mem::size_of::<StepControl>() == 32);
+const _: () = assert!(std::mem::size_of::<StepControl>() == 40);
 
 /// Device allocations the kernel reads and writes; kept alive as long as the engine.
 struct DeviceBuffers {
@@ -51,12 +71,13 @@ struct DeviceBuffers {
     /// Raw bytes of the plan's element type (f32 or BF16).
     _k_cache: CudaSlice<u8>,
     _v_cache: CudaSlice<u8>,
-    _x: CudaSlice<f32>,
-    _qkv: CudaSlice<f32>,
+    /// Published words (`step::flow`): zeroed again whenever the step count is.
+    x: CudaSlice<u64>,
+    qkv: CudaSlice<u64>,
     _attn_partial: CudaSlice<f32>,
     attn_tickets: CudaSlice<u32>,
-    _attn_out: CudaSlice<f32>,
-    _act: CudaSlice<f32>,
+    attn_out: CudaSlice<u64>,
+    act: CudaSlice<u64>,
     control: CudaSlice<u32>,
 }
 
@@ -112,7 +133,7 @@ impl GpuEngine {
         let config = model.config();
 
         // The grid: as many blocks as can be resident at once, never more.
-        let shape = launch_shape();
+        let shape = launch_shape(&model_dims(config, 1), info.shared_optin_per_block);
         let probe_plan = StepPlan::new(config, 1, info.sm_count, BLOCK, shape, kv)?;
         let per_sm = kernel.resident_blocks_per_sm(BLOCK, probe_plan.shared_bytes)?;
         if per_sm == 0 {
@@ -164,6 +185,11 @@ impl GpuEngine {
                 .alloc_zeros::<f32>(n.max(1))
                 .map_err(|e| device_memory(e, what, n.max(1) * 4))
         };
+        let word_zeros = |n: usize, what: &str| {
+            stream
+                .alloc_zeros::<u64>(n.max(2))
+                .map_err(|e| device_memory(e, what, n.max(2) * 8))
+        };
         let kv_zeros = |what: &str| {
             let n = lens.kv_cache_bytes().max(16);
             stream
@@ -173,14 +199,14 @@ impl GpuEngine {
         let buffers = DeviceBuffers {
             _k_cache: kv_zeros("K cache")?,
             _v_cache: kv_zeros("V cache")?,
-            _x: zeros(lens.x, "residual stream")?,
-            _qkv: zeros(lens.qkv, "QKV buffer")?,
+            x: word_zeros(lens.x, "residual stream")?,
+            qkv: word_zeros(lens.qkv, "QKV buffer")?,
             _attn_partial: zeros(lens.attn_partial, "attention partials")?,
             attn_tickets: stream
                 .alloc_zeros::<u32>(lens.attn_tickets.max(1))
                 .map_err(|e| device_memory(e, "attention tickets", lens.attn_tickets * 4))?,
-            _attn_out: zeros(lens.attn_out, "attention output")?,
-            _act: zeros(lens.act, "MLP activations")?,
+            attn_out: word_zeros(lens.attn_out, "attention output")?,
+            act: word_zeros(lens.act, "MLP activations")?,
             control: stream
                 .alloc_zeros::<u32>(CONTROL_WORDS)
                 .map_err(|e| device_memory(e, "control block", CONTROL_WORDS * 4))?,
@@ -196,7 +222,9 @@ impl GpuEngine {
             max_splits: plan.max_splits,
             abi_bytes: std::mem::size_of::<StepParams>() as u32,
             kv_dtype: plan.kv.code(),
-            reserved: 0,
+            // The virtual GPU's timing profile cuts a step into stages by the blocks' marks.
+            profile: info.is_simulated() as u32,
+            ring: plan.ring,
             embedding: pointers.embedding,
             lm_head: pointers.lm_head,
             final_norm: pointers.final_norm,
@@ -204,12 +232,12 @@ impl GpuEngine {
             rope: f32_ptr(&b._rope),
             k_cache: address(&b._k_cache, &stream) as *mut u8,
             v_cache: address(&b._v_cache, &stream) as *mut u8,
-            x: f32_ptr(&b._x),
-            qkv: f32_ptr(&b._qkv),
+            x: address(&b.x, &stream) as *mut u64,
+            qkv: address(&b.qkv, &stream) as *mut u64,
             attn_partial: f32_ptr(&b._attn_partial),
             attn_tickets: address(&b.attn_tickets, &stream) as *mut u32,
-            attn_out: f32_ptr(&b._attn_out),
-            act: f32_ptr(&b._act),
+            attn_out: address(&b.attn_out, &stream) as *mut u64,
+            act: address(&b.act, &stream) as *mut u64,
             control: address(&b.control, &stream) as *mut StepControl,
             sample: SampleParams::greedy(),
         };
@@ -431,6 +459,13 @@ impl GpuEngine {
         stream
             .memset_zeros(&mut self.buffers.attn_tickets)
             .context("resetting the attention tickets")?;
+        // The step count starts again, and with it the epochs: no published word may match.
+        let b = &mut self.buffers;
+        for words in [&mut b.x, &mut b.qkv, &mut b.attn_out, &mut b.act] {
+            stream
+                .memset_zeros(words)
+                .context("resetting the published vectors")?;
+        }
         self.last_output = None;
         Ok(())
     }

@@ -80,7 +80,8 @@ pub fn choose_max_context(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::gpu::engine::launch_shape;
+    use crate::engine::gpu::engine::{H100_SHARED_OPTIN_BYTES, launch_shape};
+    use crate::engine::plan::model_dims;
     use qwenmk_weights::synthetic::tiny_config;
 
     fn plan_for(config: &ModelConfig) -> impl Fn(usize) -> Result<StepPlan> + '_ {
@@ -90,7 +91,7 @@ mod tests {
                 n,
                 132,
                 256,
-                launch_shape(),
+                launch_shape(&model_dims(config, 1), H100_SHARED_OPTIN_BYTES),
                 qwenmk_kernels::step::KvDtype::Bf16,
             )
         }
@@ -125,7 +126,8 @@ mod tests {
             ModelConfig::from_json_str(include_str!("../../../../fixtures/qwen3-0.6b/config.json"))
                 .unwrap();
         for (kv, kib) in [(KvDtype::Bf16, 112), (KvDtype::F32, 224)] {
-            let plan = |n| StepPlan::new(&c, n, 132, 256, launch_shape(), kv).unwrap();
+            let shape = launch_shape(&model_dims(&c, 1), H100_SHARED_OPTIN_BYTES);
+            let plan = |n| StepPlan::new(&c, n, 132, 256, shape, kv).unwrap();
             let per_position = bytes_needed(0, &plan(1001)) - bytes_needed(0, &plan(1000));
             // The RoPE table adds `head_dim` f32s per position beside the cache.
             assert_eq!(per_position, kib * 1024 + 128 * 4, "{kv:?}");

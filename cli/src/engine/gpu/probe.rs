@@ -26,6 +26,8 @@ pub struct GpuInfo {
     /// Memory bus width in bits and peak memory clock in kHz, for the bandwidth roofline.
     pub memory_bus_width_bits: u32,
     pub memory_clock_khz: u32,
+    /// Shared memory one block may have once it opts in (H100: 227 KiB).
+    pub shared_optin_per_block: u32,
 }
 
 impl GpuInfo {
@@ -131,6 +133,9 @@ pub fn probe(ordinal: usize) -> Result<GpuInfo, GpuUnavailable> {
         kernel_driver_version: kernel_driver_version(),
         memory_bus_width_bits: attribute(Attribute::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)?,
         memory_clock_khz: attribute(Attribute::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)?,
+        shared_optin_per_block: attribute(
+            Attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+        )?,
     })
 }
 
@@ -176,6 +181,7 @@ mod tests {
             kernel_driver_version: None,
             memory_bus_width_bits: 5120,
             memory_clock_khz: 2_619_000,
+            shared_optin_per_block: 227 * 1024,
         };
         // 2 × 2.619 GHz × 640 B = 3.35 TB/s, the H100 SXM's spec.
         assert!((info.peak_bandwidth_bytes_per_s() / 1e12 - 3.352).abs() < 0.01);
