@@ -69,6 +69,12 @@ fn fields() -> Vec<(usize, usize, &'static str)> {
             "ring.chunks_per_layer",
         ),
         (ring + offset_of!(RingPlan, lanes), 4, "ring.lanes"),
+        (ring + offset_of!(RingPlan, offset), 4, "ring.offset"),
+        (
+            ring + offset_of!(RingPlan, table_offset),
+            4,
+            "ring.table_offset",
+        ),
         (ring + offset_of!(RingPlan, reserved), 4, "ring.reserved"),
     ]);
     for m in 0..4 {

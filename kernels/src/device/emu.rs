@@ -678,6 +678,12 @@ pub unsafe fn count_relaxed(p: *mut u32) {
     unsafe { AtomicU32::from_ptr(p) }.fetch_add(1, Ordering::Relaxed);
 }
 
+/// `v << 16` (the GPU's is a multiply, for the pipe it issues to).
+#[inline]
+pub fn low_half_up(v: u32) -> u32 {
+    v << 16
+}
+
 /// `v`, unknown to the optimiser (see the GPU's).
 #[inline]
 pub fn opaque_u32(v: u32) -> u32 {

@@ -34,9 +34,9 @@ pub use emu::{
     atomic_or_u32, block_dim, block_idx, clock_cycles, copy_barrier_init, copy_barriers_ready,
     copy_begin, copy_landed, count_relaxed, exp, f32x2_to_bf16x2, fence_acq_rel_gpu, fma,
     global_timer_ns, grid_dim, load_acquire_gpu, load_global_nc_v4, load_relaxed_u64,
-    load_relaxed_u64x2, nanosleep, opaque_u32, prefetch_l2, rsqrt, shared_memory, shfl_xor_f32,
-    shfl_xor_u32, store_relaxed_u64, store_relaxed_u64x2, store_release_gpu, sync_threads,
-    sync_warp, thread_idx, warp_any,
+    load_relaxed_u64x2, low_half_up, nanosleep, opaque_u32, prefetch_l2, rsqrt, shared_memory,
+    shfl_xor_f32, shfl_xor_u32, store_relaxed_u64, store_relaxed_u64x2, store_release_gpu,
+    sync_threads, sync_warp, thread_idx, warp_any,
 };
 
 /// This thread's lane within its warp.
@@ -144,7 +144,7 @@ struct U32x4([u32; 4]);
 #[inline(always)]
 pub fn bf16x2_to_f32(packed: u32) -> (f32, f32) {
     (
-        f32::from_bits(packed << 16),
+        f32::from_bits(low_half_up(packed)),
         f32::from_bits(packed & 0xffff_0000),
     )
 }

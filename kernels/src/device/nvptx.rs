@@ -585,6 +585,20 @@ pub fn opaque_u32(mut v: u32) -> u32 {
     v
 }
 
+/// `v << 16`, written as the multiply `mul.lo.u32 v, 65536`: ptxas makes it an `IMAD.SHL`,
+/// which issues to the FMA pipe, where a shift would take the INT pipe (half the lanes) that
+/// the other half of every BF16 pair's widening (an AND) already keeps busy; LLVM would turn
+/// a plain multiply back into a shift.
+#[inline(always)]
+pub fn low_half_up(v: u32) -> u32 {
+    let r: u32;
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("mul.lo.u32 {r}, {v}, 65536;", r = out(reg32) r, v = in(reg32) v, options(pure, nomem, nostack))
+    };
+    r
+}
+
 /// `a · b + c` with one rounding (`fma.rn.f32`, an FFMA).
 #[inline(always)]
 pub fn fma(a: f32, b: f32, c: f32) -> f32 {

@@ -140,11 +140,13 @@ impl KvDtype {
 #[derive(Clone, Copy, Debug)]
 pub struct LayerPointers {
     pub input_norm: *const u16,
-    pub qkv: *const u16,
     pub q_norm: *const u16,
     pub k_norm: *const u16,
-    pub o: *const u16,
     pub post_norm: *const u16,
+    /// The four matrices last and in the order the weight ring carries them
+    /// ([`ring::Matrix`]): matrix `m` is the pointer `4 + m`, found without a lookup table.
+    pub qkv: *const u16,
+    pub o: *const u16,
     pub gate_up: *const u16,
     pub down: *const u16,
 }
@@ -232,18 +234,15 @@ unsafe impl Send for StepParams {}
 // SAFETY: as above; kernels only read the struct.
 unsafe impl Sync for StepParams {}
 
-/// Where the weight ring's copy barriers live in the shared header (8-byte words after the
-/// block reductions' slots).
-const RING_BARRIERS_OFFSET: usize = 192;
 const _: () = assert!(
-    RING_BARRIERS_OFFSET >= 16 + 4 * 32
-        && RING_BARRIERS_OFFSET + 8 * ring::SLOTS as usize <= SYNC_SHARED_BYTES
+    ring::BARRIERS_OFFSET >= 16 + 4 * 32
+        && ring::BARRIERS_OFFSET + 8 * ring::SLOTS as usize <= SYNC_SHARED_BYTES
 );
 
-/// Where the weight ring starts in the block's shared memory: after the header and a work area
-/// that holds a whole input vector of a matvec, or the LM head's normed state and the
-/// sampler's warp lists, or attention's merge; 128-byte aligned for the copies.
-pub const fn ring_offset(dims: &ModelDims, warps_per_block: u32) -> usize {
+/// Where the block's copy of the layer table ([`LayerPointers`] of every layer) lives in its
+/// shared memory: after the header and a work area that holds a whole input vector of a
+/// matvec, or the LM head's normed state and the sampler's warp lists, or attention's merge.
+pub const fn layer_table_offset(dims: &ModelDims, warps_per_block: u32) -> usize {
     let mut vector = dims.hidden;
     if dims.q_dim() > vector {
         vector = dims.q_dim();
@@ -259,7 +258,34 @@ pub const fn ring_offset(dims: &ModelDims, warps_per_block: u32) -> usize {
     if attention > floats {
         floats = attention;
     }
-    (SYNC_SHARED_BYTES + floats as usize * 4).next_multiple_of(128)
+    (SYNC_SHARED_BYTES + floats as usize * 4).next_multiple_of(16)
+}
+
+/// Where the weight ring starts: after the layer table, 128-byte aligned for the copies.
+pub const fn ring_offset(dims: &ModelDims, warps_per_block: u32) -> usize {
+    let table = dims.layers as usize * core::mem::size_of::<LayerPointers>();
+    (layer_table_offset(dims, warps_per_block) + table).next_multiple_of(128)
+}
+
+/// Copies the layer table into the block's shared memory (`table`), 16 bytes a thread: every
+/// layer's weights are then found without a load from global memory, which queues in HBM
+/// behind the weights streaming in (at a refill of the ring and at the start of every layer
+/// in the timing model: 250 to 500 cycles on the step's critical path each time). A block
+/// barrier must follow before it is read.
+///
+/// # Safety
+/// `table` must hold `layers` entries in shared memory, 16-byte aligned; every thread calls it.
+#[inline(always)]
+unsafe fn copy_layer_table(p: &StepParams, table: *mut LayerPointers) {
+    const _: () = assert!(core::mem::size_of::<LayerPointers>().is_multiple_of(16));
+    let pieces = p.dims.layers as usize * core::mem::size_of::<LayerPointers>() / 16;
+    let (from, to) = (p.layers.cast::<[u32; 4]>(), table.cast::<u32>());
+    let mut i = device::thread_idx() as usize;
+    while i < pieces {
+        // SAFETY: the host's table has `layers` entries, never written during the launch.
+        unsafe { device::store_u32x4(to.add(4 * i), device::load_global_nc_v4(from.add(i))) };
+        i += device::block_dim() as usize;
+    }
 }
 
 /// Dynamic shared memory a block needs, in bytes: the barrier/reduction header, the work area
@@ -485,14 +511,13 @@ pub unsafe fn decode_step(p: &StepParams) {
     let mut sync = unsafe { GridSync::new(control, p.shape.spin_limit_ns) };
     let mut waiter = Waiter::new(p);
     let epochs = Epochs::of_step(steps, d.layers);
-    // SAFETY: the launch's shared memory holds the header and the ring (`shared_bytes`).
-    let ring = unsafe {
-        Ring::at(
-            smem.add(ring_offset(d, device::warps_per_block())),
-            smem.add(RING_BARRIERS_OFFSET).cast::<u64>(),
-        )
-    };
-    // The first layer's weights start streaming now, before anything else is read.
+    // SAFETY: the launch's shared memory holds the header, the layer table and the ring
+    // (`shared_bytes`).
+    let ring = Ring::of(p);
+    // SAFETY: as above.
+    unsafe { copy_layer_table(p, ring.table()) };
+    // The first layer's weights start streaming now, before anything else is read (the
+    // ring's start synchronises the block: the table is in place).
     // SAFETY: as above.
     unsafe { ring.start(p) };
     // SAFETY: the embedding has `vocab` rows and `token < vocab`.
@@ -510,9 +535,9 @@ pub unsafe fn decode_step(p: &StepParams) {
     let mut layer = 0;
     while layer < d.layers {
         // SAFETY: `layers` has `dims.layers` entries.
-        let w = unsafe { &*p.layers.add(layer as usize) };
+        let w = ring.layer(layer);
         let next = if layer + 1 < d.layers {
-            Some(unsafe { &*p.layers.add(layer as usize + 1) })
+            Some(ring.layer(layer + 1))
         } else {
             None
         };
@@ -609,16 +634,9 @@ pub unsafe fn decode_step(p: &StepParams) {
         // 4. RMSNorm (every block with gate/up rows), gate and up together, SiLU(gate)·up.
         // SAFETY: as above; gate_up rows 2j and 2j+1 are gate and up of output j.
         unsafe {
-            // The next RMSNorm's weights, two stages ahead, and the next layer's pointers.
+            // The next RMSNorm's weights, two stages ahead.
             let next_norm = match next {
-                Some(n) => {
-                    prefetch_small(
-                        p,
-                        p.layers.add(layer as usize + 1).cast(),
-                        core::mem::size_of::<LayerPointers>(),
-                    );
-                    n.input_norm
-                }
+                Some(n) => n.input_norm,
                 None => p.final_norm,
             };
             prefetch_small(p, next_norm.cast(), d.hidden as usize * 2);

@@ -64,11 +64,20 @@ impl Matrix {
     }
 
     fn weights(self, w: &LayerPointers) -> *const u16 {
-        match self {
-            Matrix::Qkv => w.qkv,
-            Matrix::O => w.o,
-            Matrix::GateUp => w.gate_up,
-            Matrix::Down => w.down,
+        // A `match` here becomes a table of field offsets in global memory, one more load (a
+        // round trip to L2) before every refill; the fields' order makes it an index.
+        const _: () = assert!(
+            core::mem::offset_of!(LayerPointers, down)
+                == core::mem::offset_of!(LayerPointers, qkv) + 24
+        );
+        let first = core::mem::offset_of!(LayerPointers, qkv) / 8;
+        // SAFETY: `LayerPointers` is `repr(C)` with eight pointers; the four matrices are the
+        // fields `first ..= first + 3`, in `Matrix` order.
+        unsafe {
+            (w as *const LayerPointers)
+                .cast::<*const u16>()
+                .add(first + self as usize)
+                .read()
         }
     }
 }
@@ -98,6 +107,11 @@ pub struct RingPlan {
     /// the timing model), and packed in one word (the step has no registers to spare for
     /// four).
     pub lanes: u32,
+    /// Where the slots and the layer table start in the block's shared memory
+    /// ([`crate::step::ring_offset`], [`crate::step::layer_table_offset`]): set by the
+    /// host with the launch, read where needed instead of kept in registers.
+    pub offset: u32,
+    pub table_offset: u32,
     pub reserved: u32,
     /// By [`Matrix`].
     pub matrices: [MatrixPlan; 4],
@@ -150,6 +164,8 @@ impl RingPlan {
             slot_bytes,
             chunks_per_layer,
             lanes: packed_lanes,
+            offset: crate::step::ring_offset(d, warps) as u32,
+            table_offset: crate::step::layer_table_offset(d, warps) as u32,
             reserved: 0,
             matrices,
         })
@@ -181,7 +197,7 @@ fn plan_of(p: &StepParams, m: Matrix) -> MatrixPlan {
 fn chunk_units(p: &StepParams, m: Matrix, c: u32) -> (u32, u32) {
     let plan = plan_of(p, m);
     let (units, _, _) = m.shape(&p.dims);
-    let block_first = device::block_idx() * plan.units_per_block;
+    let block_first = device::opaque_u32(device::block_idx()) * plan.units_per_block;
     let block_end = (block_first + plan.units_per_block).min(units);
     let first = (block_first + c * plan.units_per_chunk).min(block_end);
     let end = (first + plan.units_per_chunk).min(block_end);
@@ -192,7 +208,7 @@ fn chunk_units(p: &StepParams, m: Matrix, c: u32) -> (u32, u32) {
 #[inline(always)]
 pub fn block_has_units(p: &StepParams, m: Matrix) -> bool {
     let (units, _, _) = m.shape(&p.dims);
-    device::block_idx() * plan_of(p, m).units_per_block < units
+    device::opaque_u32(device::block_idx()) * plan_of(p, m).units_per_block < units
 }
 
 /// The place of chunk `c` of `m` in layer `layer` in the block's sequence.
@@ -208,19 +224,43 @@ fn sequence(p: &StepParams, layer: u32, m: Matrix, c: u32) -> u32 {
     layer * p.ring.chunks_per_layer + before + c
 }
 
-/// The ring's slots and copy barriers in the block's shared memory.
+/// The ring's slots and copy barriers, and the layer table, in the block's shared memory;
+/// their places come from the plan, computed where used (no register holds them through the
+/// step).
 #[derive(Clone, Copy)]
-pub struct Ring {
-    slots: *mut u8,
-    bars: *mut u64,
+pub struct Ring<'a> {
+    p: &'a StepParams,
 }
 
-impl Ring {
-    /// The ring at `slots` (`SLOTS · slot_bytes`, 128-byte aligned) with its barriers at
-    /// `bars` (`SLOTS` words) in shared memory.
+/// Where the ring's copy barriers live in the shared header (8-byte words after the block
+/// reductions' slots).
+pub const BARRIERS_OFFSET: usize = 192;
+
+impl<'a> Ring<'a> {
+    /// The ring of the launch `p`: its shared memory is laid out by `shared_bytes`.
     #[inline(always)]
-    pub fn at(slots: *mut u8, bars: *mut u64) -> Ring {
-        Ring { slots, bars }
+    pub fn of(p: &'a StepParams) -> Ring<'a> {
+        Ring { p }
+    }
+
+    #[inline(always)]
+    fn at(&self, offset: u32) -> *mut u8 {
+        // SAFETY (of the arithmetic): an offset inside the launch's shared memory.
+        unsafe { device::shared_memory().add(device::opaque_u32(offset) as usize) }
+    }
+
+    /// The block's copy of the layer table.
+    #[inline(always)]
+    pub fn table(&self) -> *mut LayerPointers {
+        self.at(self.p.ring.table_offset).cast()
+    }
+
+    /// Layer `layer`'s weights, from the block's copy of the table.
+    #[inline(always)]
+    pub fn layer(&self, layer: u32) -> &'a LayerPointers {
+        // SAFETY: the table holds `dims.layers` entries (copied at the step's start); callers
+        // pass a layer below it.
+        unsafe { &*self.table().add(layer as usize) }
     }
 
     #[inline(always)]
@@ -229,8 +269,10 @@ impl Ring {
         // SAFETY (of the arithmetic): `SLOTS` slots and barriers.
         unsafe {
             (
-                self.slots.add((s * p.ring.slot_bytes) as usize),
-                self.bars.add(s as usize),
+                self.at(p.ring.offset).add((s * p.ring.slot_bytes) as usize),
+                self.at(BARRIERS_OFFSET as u32)
+                    .cast::<u64>()
+                    .add(s as usize),
             )
         }
     }
@@ -242,10 +284,11 @@ impl Ring {
     #[inline(always)]
     pub unsafe fn start(&self, p: &StepParams) {
         if device::thread_idx() == 0 {
+            let bars = self.at(BARRIERS_OFFSET as u32).cast::<u64>();
             let mut s = 0;
             while s < SLOTS {
                 // SAFETY: the barriers are in this block's shared memory.
-                unsafe { device::copy_barrier_init(self.bars.add(s as usize)) };
+                unsafe { device::copy_barrier_init(bars.add(s as usize)) };
                 s += 1;
             }
         }
@@ -283,8 +326,7 @@ impl Ring {
             };
             let (first, end) = chunk_units(p, m, c);
             let unit_bytes = m.unit_bytes(&p.dims);
-            // SAFETY: `layers` has `dims.layers` entries.
-            let w = unsafe { &*p.layers.add(layer as usize) };
+            let w = self.layer(layer);
             // SAFETY: inside the matrix (units below its count).
             src = unsafe { m.weights(w).cast::<u8>().add((first * unit_bytes) as usize) };
             bytes = (end - first) * unit_bytes;

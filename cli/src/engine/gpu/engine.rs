@@ -499,11 +499,11 @@ fn layer_table_bytes(layers: &[LayerPointers]) -> Vec<u8> {
         .flat_map(|l| {
             [
                 l.input_norm,
-                l.qkv,
                 l.q_norm,
                 l.k_norm,
-                l.o,
                 l.post_norm,
+                l.qkv,
+                l.o,
                 l.gate_up,
                 l.down,
             ]
@@ -605,11 +605,11 @@ mod tests {
         let p = |v: u64| v as *const u16;
         let layer = LayerPointers {
             input_norm: p(1),
-            qkv: p(2),
-            q_norm: p(3),
-            k_norm: p(4),
-            o: p(5),
-            post_norm: p(6),
+            q_norm: p(2),
+            k_norm: p(3),
+            post_norm: p(4),
+            qkv: p(5),
+            o: p(6),
             gate_up: p(7),
             down: p(8),
         };
@@ -619,6 +619,8 @@ mod tests {
         let back: LayerPointers = unsafe { std::ptr::read_unaligned(bytes[64..].as_ptr().cast()) };
         assert_eq!(back.down as u64, 8);
         assert_eq!(back.gate_up as u64, 7);
+        assert_eq!(back.q_norm as u64, 2);
+        assert_eq!(back.qkv as u64, 5);
     }
 
     #[test]
