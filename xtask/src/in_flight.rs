@@ -1,6 +1,8 @@
 //! What `cargo xtask ptx` prints after ptxas's table: for each stage of the decode step, the
 //! bytes each SM has in flight that the launch shape and the pipeline depth give, for
-//! Qwen3-0.6B on an H100-shaped grid. HBM needs about 3 TB/s × ~0.6 µs ÷ 132 SMs ≈ 14 KiB per
+//! Qwen3-0.6B on an H100-shaped grid. A layer's four matrices stream through the weight ring
+//! (`step/ring.rs`): while a block reads one slot, the other slots' bulk copies are in flight,
+//! across stage boundaries; the LM head and attention are loads of the threads themselves. HBM needs about 3 TB/s × ~0.6 µs ÷ 132 SMs ≈ 14 KiB per
 //! SM in flight to stay busy (Little's law), more while requests queue.
 
 use qwenmk::engine::gpu::engine::{H100_SHARED_OPTIN_BYTES, launch_shape};
@@ -10,6 +12,7 @@ use qwenmk_kernels::ops::matvec::{lanes_for_warps, loads_in_flight_per_lane};
 use qwenmk_kernels::step::attention::{
     BATCH, DIMS_PER_LANE, attention_runs, attention_split, item_rows,
 };
+use qwenmk_kernels::step::ring::{Matrix, RingPlan, SLOTS};
 use qwenmk_kernels::step::{KV_PREFETCH_BUDGET, ModelDims};
 use qwenmk_weights::config::ModelConfig;
 
@@ -27,13 +30,16 @@ pub struct StageFlight {
     pub stage: String,
     /// Lanes that share a row (matvecs) or a key (attention).
     pub lanes: u32,
-    /// Of the SM's threads, those with loads in flight (an average over the SMs).
+    /// Of the SM's threads, those with loads in flight (an average over the SMs); for a ring
+    /// stage, the threads that issue its copies (thread 0 of each block).
     pub busy_threads_per_sm: f64,
-    /// 16-byte loads each busy thread has in flight.
+    /// 16-byte loads each busy thread has in flight; for a ring stage, the copies (chunks).
     pub loads_per_thread: u32,
-    /// Bytes in flight per SM: the product, times 16.
+    /// Bytes in flight per SM.
     pub bytes_per_sm: f64,
-    /// What the barrier in front of the stage asks L2 to prefetch, per SM.
+    /// Whether the stage's weights come through the ring.
+    pub ring: bool,
+    /// What the step asks L2 to prefetch ahead of the stage, per SM.
     pub prefetch_per_sm: f64,
 }
 
@@ -57,46 +63,50 @@ pub fn stages(dims: &ModelDims, blocks: u32) -> Vec<StageFlight> {
     let threads_per_sm = f64::from(blocks * THREADS);
     let per_sm = |bytes: f64| bytes / f64::from(SMS);
     let prefetched = |bytes: u64| per_sm(bytes.min(L2_PREFETCH_BUDGET_BYTES as u64) as f64);
-    let matvec = |stage: &str, units: u32, cols: u32, rows: u32, prefetch: u64| {
-        let lanes = lanes_for_warps(units, cols, shape.lanes_per_row, warps);
-        let units_per_pass = warps * (WARP_SIZE / lanes);
-        let busy = f64::from(units.min(units_per_pass) * lanes) / f64::from(SMS);
-        let loads = loads_in_flight_per_lane(cols, rows, lanes);
+    let ring = RingPlan::new(
+        dims,
+        grid,
+        THREADS / WARP_SIZE,
+        shape.lanes_per_row,
+        shape.ring_slot_bytes,
+    )
+    .expect("Qwen3-0.6B's rows fit the H100's ring slots");
+    // While a block reads one chunk, the ring's other slots are being filled.
+    let ring_stage = |stage: &str, m: Matrix| {
+        let plan = ring.matrices[m as usize];
+        let chunk = f64::from(plan.units_per_chunk * m.unit_bytes(dims));
+        let copies = (SLOTS - 1).min(ring.chunks_per_layer - 1);
         StageFlight {
             stage: stage.to_string(),
-            lanes,
-            busy_threads_per_sm: busy.min(threads_per_sm),
-            loads_per_thread: loads,
-            bytes_per_sm: busy.min(threads_per_sm) * f64::from(loads) * 16.0,
-            prefetch_per_sm: prefetched(prefetch),
+            lanes: (ring.lanes >> (8 * m as u32)) & 0xff,
+            busy_threads_per_sm: f64::from(blocks),
+            loads_per_thread: copies,
+            bytes_per_sm: f64::from(blocks * copies) * chunk,
+            ring: true,
+            prefetch_per_sm: 0.0,
         }
     };
-    let bf16 = |rows: u32, cols: u32| u64::from(rows) * u64::from(cols) * 2;
     let d = dims;
+    let lanes = lanes_for_warps(d.vocab, d.hidden, shape.lanes_per_row, warps);
+    let units_per_pass = warps * (WARP_SIZE / lanes);
+    let busy =
+        (f64::from(d.vocab.min(units_per_pass) * lanes) / f64::from(SMS)).min(threads_per_sm);
+    let loads = loads_in_flight_per_lane(d.hidden, 1, lanes);
+    let lm_head = StageFlight {
+        stage: "LM head".to_string(),
+        lanes,
+        busy_threads_per_sm: busy,
+        loads_per_thread: loads,
+        bytes_per_sm: busy * f64::from(loads) * 16.0,
+        ring: false,
+        prefetch_per_sm: prefetched(u64::from(d.vocab) * u64::from(d.hidden) * 2),
+    };
     let mut out = vec![
-        matvec(
-            "QKV",
-            d.qkv_rows(),
-            d.hidden,
-            1,
-            bf16(d.qkv_rows(), d.hidden),
-        ),
-        matvec("O", d.hidden, d.q_dim(), 1, bf16(d.hidden, d.q_dim())),
-        matvec(
-            "gate/up",
-            d.intermediate,
-            d.hidden,
-            2,
-            bf16(2 * d.intermediate, d.hidden),
-        ),
-        matvec(
-            "down",
-            d.hidden,
-            d.intermediate,
-            1,
-            bf16(d.hidden, d.intermediate),
-        ),
-        matvec("LM head", d.vocab, d.hidden, 1, bf16(d.vocab, d.hidden)),
+        ring_stage("QKV", Matrix::Qkv),
+        ring_stage("O", Matrix::O),
+        ring_stage("gate/up", Matrix::GateUp),
+        ring_stage("down", Matrix::Down),
+        lm_head,
     ];
     // Attention, with a BF16 cache: a lane's 8 values of a row are one 16-byte load, and an
     // item has BATCH rounds of keys and values in flight.
@@ -116,6 +126,7 @@ pub fn stages(dims: &ModelDims, blocks: u32) -> Vec<StageFlight> {
             busy_threads_per_sm: busy,
             loads_per_thread: loads,
             bytes_per_sm: busy * f64::from(loads) * 16.0,
+            ring: false,
             // K and V rows of the cached positions, 2 bytes a value, within the budget.
             prefetch_per_sm: per_sm(
                 (2 * u64::from(depth) * u64::from(d.kv_dim()) * 2).min(KV_PREFETCH_BUDGET as u64)
@@ -131,24 +142,30 @@ pub fn table(dims: &ModelDims, registers: u32) -> String {
     let blocks = blocks_per_sm(registers);
     let mut s = format!(
         "\nbytes in flight per SM, Qwen3-0.6B on {SMS} SMs × {blocks} block(s) of {THREADS} \
-         threads ({registers} registers), BF16 KV cache:\n{:<24} {:>5} {:>12} {:>11} {:>10} {:>14}\n",
-        "stage", "lanes", "busy threads", "loads each", "in flight", "L2 prefetch"
+         threads ({registers} registers), BF16 KV cache:\n{:<24} {:>5} {:>12} {:>14} {:>10} {:>14}\n",
+        "stage", "lanes", "busy threads", "in flight each", "in flight", "L2 prefetch"
     );
     for f in stages(dims, blocks) {
         s.push_str(&format!(
-            "{:<24} {:>5} {:>12.0} {:>11} {:>8.1} K {:>12.1} K\n",
+            "{:<24} {:>5} {:>12.0} {:>14} {:>8.1} K {:>12.1} K\n",
             f.stage,
             f.lanes,
             f.busy_threads_per_sm,
-            f.loads_per_thread,
+            if f.ring {
+                format!("{} copies", f.loads_per_thread)
+            } else {
+                format!("{} loads", f.loads_per_thread)
+            },
             f.bytes_per_sm / 1024.0,
             f.prefetch_per_sm / 1024.0
         ));
     }
     s.push_str(
-        "(in flight: each busy thread's first group of 16-byte loads; L2 prefetch: what the step \
-         asks L2 for ahead of the stage, at an earlier barrier's wait and within its budget; \
-         attention's is its cached K/V rows, asked for at the start of the layer's QKV stage)\n",
+        "(in flight: for QKV, O, gate/up and down, the weight ring's bulk copies that are in \
+         flight while a block reads one slot, issued by thread 0 across stage boundaries; for \
+         the LM head and attention, each busy thread's first group of 16-byte loads; L2 \
+         prefetch: what the step asks L2 for ahead of the stage, within its budget; attention's \
+         is its cached K/V rows, asked for at the start of the layer's QKV stage)\n",
     );
     s
 }
@@ -158,19 +175,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn matvecs_keep_32_kib_in_flight_on_every_sm_and_attention_grows_with_depth() {
+    fn ring_stages_keep_over_32_kib_in_flight_on_every_sm_and_attention_grows_with_depth() {
         let dims = qwen3_dims();
         let report = stages(&dims, 1);
         let stage = |name: &str| report.iter().find(|f| f.stage == name).unwrap().clone();
-        // 256 threads × 8 loads × 16 B: every SM busy in every matvec; O and down have 1,024
-        // rows for 1,056 warps, so 32 warps of the grid idle.
-        for name in ["QKV", "O", "gate/up", "down", "LM head"] {
+        // Three of the four 48 KiB slots in flight while the fourth is read: the chunks are
+        // evened out, so each is a little under a slot.
+        for name in ["QKV", "O", "gate/up", "down"] {
             let f = stage(name);
-            assert_eq!(f.loads_per_thread, 8, "{name}: {f:?}");
-            assert!(f.bytes_per_sm >= 31.0 * 1024.0, "{name}: {f:?}");
-            assert!(f.bytes_per_sm <= 32.0 * 1024.0, "{name}: {f:?}");
+            assert!(f.ring, "{name}: {f:?}");
+            assert_eq!(f.loads_per_thread, SLOTS - 1, "{name}: {f:?}");
+            assert!(f.bytes_per_sm >= 32.0 * 1024.0, "{name}: {f:?}");
+            assert!(
+                f.bytes_per_sm <= f64::from(SLOTS - 1) * 48.0 * 1024.0,
+                "{name}: {f:?}"
+            );
         }
-        assert_eq!(stage("gate/up").lanes, 32);
+        // 256 threads × 8 loads × 16 B in the LM head.
+        let lm = stage("LM head");
+        assert!(!lm.ring);
+        assert_eq!(lm.loads_per_thread, 8, "{lm:?}");
+        assert!(lm.bytes_per_sm >= 31.0 * 1024.0, "{lm:?}");
         // 8 items at depth 0 (one warp each): a few SMs busy; more chunks as the depth grows.
         let a0 = stage("attention at depth 0");
         let a8k = stage("attention at depth 8192");
