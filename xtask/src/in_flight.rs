@@ -2,8 +2,9 @@
 //! bytes each SM has in flight that the launch shape and the pipeline depth give, for
 //! Qwen3-0.6B on an H100-shaped grid. A layer's four matrices stream through the weight ring
 //! (`step/ring.rs`): while a block reads one slot, the other slots' bulk copies are in flight,
-//! across stage boundaries; the LM head and attention are loads of the threads themselves. HBM needs about 3 TB/s × ~0.6 µs ÷ 132 SMs ≈ 14 KiB per
-//! SM in flight to stay busy (Little's law), more while requests queue.
+//! across stage boundaries; the LM head and attention are loads of the threads themselves.
+//! HBM needs about 3 TB/s × ~0.6 µs ÷ 132 SMs ≈ 14 KiB per SM in flight to stay busy
+//! (Little's law), more while requests queue.
 
 use qwenmk::engine::gpu::engine::{H100_SHARED_OPTIN_BYTES, launch_shape};
 use qwenmk::engine::plan::model_dims;
@@ -179,8 +180,8 @@ mod tests {
         let dims = qwen3_dims();
         let report = stages(&dims, 1);
         let stage = |name: &str| report.iter().find(|f| f.stage == name).unwrap().clone();
-        // Three of the four 48 KiB slots in flight while the fourth is read: the chunks are
-        // evened out, so each is a little under a slot.
+        // Three of the four 48 KiB slots in flight while the fourth is read; a chunk is at
+        // most a slot (QKV's and O's are 32 KiB, evened out over a block's rows).
         for name in ["QKV", "O", "gate/up", "down"] {
             let f = stage(name);
             assert!(f.ring, "{name}: {f:?}");
