@@ -44,7 +44,11 @@ impl RowSplit {
         // long instruction sequence on the GPU, and this runs at the start of every stage).
         let shift = lanes_per_row.trailing_zeros();
         let units_per_pass = device::WARP_SIZE >> shift;
-        let lane = device::lane_id();
+        // Opaque, as the row length in `matvec_split`: computed where used, not hoisted.
+        let (lane, warp) = (
+            device::opaque_u32(device::lane_id()),
+            device::opaque_u32(warp),
+        );
         RowSplit {
             lanes_per_row,
             units_per_pass,
@@ -223,31 +227,60 @@ const fn loads_of_lane(sub: u32, loads_per_row: u32, lanes: u32) -> u32 {
     }
 }
 
-/// Issues loads `k .. k + group` of the lane's share of each of the unit's `R` rows (its first
-/// row's first load is `first`) into `w[r][g]`, all before any is used.
+/// Loads `k .. k + n` of the lane's share of each of the unit's `R` rows, and their dot
+/// products with the activations added to `sums`. The triple is (the lane's first load of
+/// the unit's first row, loads per row, values per row); `sub` is the lane's place in the
+/// unit.
 ///
 /// # Safety
-/// `k + group` must not exceed the lane's loads of a row; `weights` as in [`matvec`].
+/// `k + n` must not exceed the lane's loads of a row, `n ≤ LOADS_IN_FLIGHT / R`; `weights`
+/// and `xs` as in [`matvec`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn group_of_loads<const R: usize, S: WeightSource>(
+    sums: &mut [[f32; ACCUMULATORS]; R],
+    weights: *const u16,
+    xs: *const f32,
+    (first, loads_per_row, cols): (u32, u32, u32),
+    sub: u32,
+    k: u32,
+    lanes: u32,
+    n: u32,
+) {
+    let mut w = [[[0u32; 4]; LOADS_IN_FLIGHT]; R];
+    // SAFETY: forwarded contract.
+    unsafe {
+        load_group::<R, S>(&mut w, weights, first + k * lanes, loads_per_row, lanes, n);
+        dot_group::<R>(sums, &w, xs, cols, sub + k * lanes, lanes, n);
+    }
+}
+
+/// Issues loads `0 .. group` of the lane's share of each of the unit's `R` rows from its
+/// first row's load `at` on, into `w[r][g]`, all before any is used. Each address is one base
+/// plus an offset, an immediate when `lanes` is a constant.
+///
+/// # Safety
+/// `group` loads must remain in the lane's share of each row; `weights` as in [`matvec`].
 #[inline(always)]
 unsafe fn load_group<const R: usize, S: WeightSource>(
     w: &mut [[[u32; 4]; LOADS_IN_FLIGHT]; R],
     weights: *const u16,
-    first: u32,
+    at: u32,
     loads_per_row: u32,
-    k: u32,
     lanes: u32,
     group: u32,
 ) {
-    let rows = weights.cast::<[u32; 4]>();
+    // SAFETY (of the arithmetic): the group's first load is inside the matrix.
+    let base = unsafe { weights.cast::<[u32; 4]>().add(at as usize) };
     // `group · R` is LOADS_IN_FLIGHT: copies past `group` vanish at compile time.
     crate::unroll!(8; g => {
         if (g as u32) < group {
             let mut r = 0;
             while r < R {
-                let at = first + r as u32 * loads_per_row + (k + g as u32) * lanes;
-                // SAFETY: `k + g` is below the lane's loads, so the load lies in row `r` of
-                // the unit, inside the matrix; rows are 16-byte aligned.
-                w[r][g] = unsafe { S::load(rows.add(at as usize)) };
+                let offset = r * loads_per_row as usize + g * lanes as usize;
+                // SAFETY: load `g` of the group is below the lane's loads, so it lies in row
+                // `r` of the unit, inside the matrix; rows are 16-byte aligned.
+                w[r][g] = unsafe { S::load(base.add(offset)) };
                 r += 1;
             }
         }
@@ -280,15 +313,30 @@ unsafe fn dot_group<const R: usize>(
     lanes: u32,
     n: u32,
 ) {
+    // The halves of the staged vector (`staged_x8`) from the group's first load on; each load's
+    // activations are an offset from them, an immediate when `lanes` is a constant.
+    // SAFETY (of the arithmetic): `m0 < cols / 8`, both halves hold `cols / 2` values.
+    let (lo, hi) = unsafe {
+        let lo = xs.add(4 * m0 as usize);
+        (lo, lo.add(cols as usize / 2))
+    };
+    let x8 = |g: usize| {
+        let at = 4 * g * lanes as usize;
+        // SAFETY: `m0 + g · lanes < cols / 8` for each load that exists, 16-byte aligned.
+        unsafe {
+            (
+                device::load_f32x4(lo.add(at)),
+                device::load_f32x4(hi.add(at)),
+            )
+        }
+    };
     crate::unroll!(4; h => {
         let (g0, g1) = (2 * h, 2 * h + 1);
-        if (g0 as u32) < n {
-            // SAFETY: `m0 + g · lanes < cols / 8` for each load that exists.
-            let xa = unsafe { staged_x8(xs, cols, m0 + g0 as u32 * lanes) };
+        if g0 < LOADS_IN_FLIGHT / R && (g0 as u32) < n {
+            let xa = x8(g0);
             // A group's odd last load is absent: its weights are zeros, and so are these.
             let xb = if (g1 as u32) < n {
-                // SAFETY: as above.
-                unsafe { staged_x8(xs, cols, m0 + g1 as u32 * lanes) }
+                x8(g1)
             } else {
                 ([0.0; 4], [0.0; 4])
             };
@@ -338,7 +386,7 @@ pub unsafe fn matvec<const R: usize>(
     let lanes = lanes_for(units, x.len() as u32, lanes_per_row);
     let split = RowSplit::here(lanes);
     // SAFETY: forwarded contract.
-    unsafe { matvec_split::<R, Global>(weights, x, units, split, &mut Epilogue(epilogue)) }
+    unsafe { matvec_split::<R, Global, 0>(weights, x, units, split, &mut Epilogue(epilogue)) }
 }
 
 /// [`matvec`] of a chunk of `units` units in the block's shared memory (`weights`, a slot of
@@ -355,9 +403,24 @@ pub unsafe fn matvec_chunk<const R: usize>(
     lanes_per_row: u32,
     epilogue: &mut impl FnMut(u32, [f32; R]),
 ) {
-    let split = RowSplit::in_block(lanes_per_row);
-    // SAFETY: forwarded contract.
-    unsafe { matvec_split::<R, Shared>(weights, x, units, split, &mut Epilogue(epilogue)) }
+    let e = &mut Epilogue(epilogue);
+    // The GPU's shapes (16 or 32 lanes for Qwen3-0.6B's chunks) get a copy of the loop with
+    // the lane count known: every load's address is then its group's base plus an immediate,
+    // not a multiply and a 64-bit add of its own (about a third of the loop's instructions in
+    // the timing model). Other counts (the emulator's one lane, tiny models) take the general
+    // loop, which computes the same sums in the same order.
+    // SAFETY (all three): forwarded contract.
+    match lanes_per_row {
+        32 => unsafe {
+            matvec_split::<R, Shared, 32>(weights, x, units, RowSplit::in_block(32), e)
+        },
+        16 => unsafe {
+            matvec_split::<R, Shared, 16>(weights, x, units, RowSplit::in_block(16), e)
+        },
+        _ => unsafe {
+            matvec_split::<R, Shared, 0>(weights, x, units, RowSplit::in_block(lanes_per_row), e)
+        },
+    }
 }
 
 /// What [`matvec_passes`] hands each unit's dot products to, pass by pass.
@@ -399,24 +462,30 @@ pub unsafe fn matvec_passes<const R: usize>(
     visitor: &mut impl PassVisitor<R>,
 ) {
     // SAFETY: forwarded contract.
-    unsafe { matvec_split::<R, Global>(weights, x, units, RowSplit::here(lanes_per_row), visitor) }
+    unsafe {
+        matvec_split::<R, Global, 0>(weights, x, units, RowSplit::here(lanes_per_row), visitor)
+    }
 }
 
-/// [`matvec_passes`] over the warps `split` names, reading weights from `S`.
+/// [`matvec_passes`] over the warps `split` names, reading weights from `S`, with `L` lanes
+/// per unit (`split.lanes_per_row`) known at compile time, or 0 for a count known only at run
+/// time.
 ///
 /// # Safety
-/// As [`matvec`], with `weights` in `S`'s memory.
+/// As [`matvec`], with `weights` in `S`'s memory; `L` is 0 or `split.lanes_per_row`.
 #[inline(always)]
-unsafe fn matvec_split<const R: usize, S: WeightSource>(
+unsafe fn matvec_split<const R: usize, S: WeightSource, const L: u32>(
     weights: *const u16,
     x: &[f32],
     units: u32,
     split: RowSplit,
     visitor: &mut impl PassVisitor<R>,
 ) {
-    let cols = x.len() as u32;
+    // Opaque: what follows from the row length is computed at every call, not hoisted out of
+    // the step's loop over layers and held in registers through the step (ptxas spills).
+    let cols = device::opaque_u32(x.len() as u32);
     let loads_per_row = cols / VALUES_PER_LOAD;
-    let lanes_per_row = split.lanes_per_row;
+    let lanes_per_row = if L == 0 { split.lanes_per_row } else { L };
     // This lane's loads of each row: `sub + k · lanes` for `k < mine`.
     let mine = loads_of_lane(split.sub, loads_per_row, lanes_per_row);
     let group = (LOADS_IN_FLIGHT / R) as u32;
@@ -429,27 +498,39 @@ unsafe fn matvec_split<const R: usize, S: WeightSource>(
             // The unit's first row, in 16-byte loads.
             let first = unit * R as u32 * loads_per_row + split.sub;
             let mut k = 0;
-            while k < mine {
-                // A full group, or the rest of the row: issued together either way.
-                let n = (mine - k).min(group);
-                let mut w = [[[0u32; 4]; LOADS_IN_FLIGHT]; R];
-                // SAFETY: `k + n ≤ mine`.
+            // Full groups: their size is a constant, so nothing is predicated and no weight
+            // register is zeroed first.
+            while k + group <= mine {
+                // SAFETY: `k + group ≤ mine`.
                 unsafe {
-                    load_group::<R, S>(&mut w, weights, first, loads_per_row, k, lanes_per_row, n)
-                };
-                // SAFETY: as above.
-                unsafe {
-                    dot_group::<R>(
+                    group_of_loads::<R, S>(
                         &mut sums,
-                        &w,
+                        weights,
                         xs,
-                        cols,
-                        split.sub + k * lanes_per_row,
+                        (first, loads_per_row, cols),
+                        split.sub,
+                        k,
                         lanes_per_row,
-                        n,
+                        group,
                     )
                 };
-                k += n;
+                k += group;
+            }
+            // The rest of the lane's share of the row, issued together too.
+            if k < mine {
+                // SAFETY: `k + (mine − k) = mine`.
+                unsafe {
+                    group_of_loads::<R, S>(
+                        &mut sums,
+                        weights,
+                        xs,
+                        (first, loads_per_row, cols),
+                        split.sub,
+                        k,
+                        lanes_per_row,
+                        mine - k,
+                    )
+                };
             }
         }
         let mut partial = [0.0f32; R];
