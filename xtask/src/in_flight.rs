@@ -79,7 +79,7 @@ pub fn stages(dims: &ModelDims, blocks: u32) -> Vec<StageFlight> {
         let copies = (SLOTS - 1).min(ring.chunks_per_layer - 1);
         StageFlight {
             stage: stage.to_string(),
-            lanes: (ring.lanes >> (8 * m as u32)) & 0xff,
+            lanes: ring.lanes_of(m),
             busy_threads_per_sm: f64::from(blocks),
             loads_per_thread: copies,
             bytes_per_sm: f64::from(blocks * copies) * chunk,

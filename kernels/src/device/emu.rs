@@ -755,8 +755,14 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     a.mul_add(b, c)
 }
 
+/// The correctly rounded square root.
+#[inline]
+pub fn sqrt(x: f32) -> f32 {
+    x.sqrt()
+}
+
 /// `1 / sqrt(x)`.
 #[inline]
 pub fn rsqrt(x: f32) -> f32 {
-    1.0 / x.sqrt()
+    1.0 / sqrt(x)
 }

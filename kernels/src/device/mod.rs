@@ -35,7 +35,7 @@ pub use emu::{
     copy_begin, copy_landed, count_relaxed, exp, f32x2_to_bf16x2, fence_acq_rel_gpu, fma,
     global_timer_ns, grid_dim, load_acquire_gpu, load_global_nc_v4, load_relaxed_u64,
     load_relaxed_u64x2, low_half_up, nanosleep, opaque_u32, prefetch_l2, rsqrt, shared_memory,
-    shfl_xor_f32, shfl_xor_u32, store_relaxed_u64, store_relaxed_u64x2, store_release_gpu,
+    shfl_xor_f32, shfl_xor_u32, sqrt, store_relaxed_u64, store_relaxed_u64x2, store_release_gpu,
     sync_threads, sync_warp, thread_idx, warp_any,
 };
 
@@ -134,7 +134,17 @@ pub unsafe fn store_u32x4(p: *mut u32, v: [u32; 4]) {
     unsafe { p.cast::<U32x4>().write(U32x4(v)) }
 }
 
-/// Four `u32`s, 16-byte aligned: a vector store of one instruction.
+/// Four `u32`s at `p` with one plain (coherent) vector load.
+///
+/// # Safety
+/// `p` must point to 4 readable `u32`s, 16-byte aligned.
+#[inline(always)]
+pub unsafe fn load_u32x4(p: *const u32) -> [u32; 4] {
+    // SAFETY: forwarded contract.
+    unsafe { p.cast::<U32x4>().read().0 }
+}
+
+/// Four `u32`s, 16-byte aligned: a vector load or store of one instruction.
 #[repr(C, align(16))]
 #[derive(Clone, Copy)]
 struct U32x4([u32; 4]);

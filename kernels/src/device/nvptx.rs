@@ -635,14 +635,20 @@ pub fn exp(x: f32) -> f32 {
     y
 }
 
-/// `1 / sqrt(x)`, correctly rounded square root then a correctly rounded division, as torch's
-/// f32 `rsqrt` (within an ulp).
+/// The correctly rounded square root (`sqrt.rn.f32`).
 #[inline(always)]
-pub fn rsqrt(x: f32) -> f32 {
+pub fn sqrt(x: f32) -> f32 {
     let s: f32;
     // SAFETY: pure arithmetic.
     unsafe {
         asm!("sqrt.rn.f32 {s}, {x};", s = out(reg32) s, x = in(reg32) x, options(pure, nomem, nostack))
     }
-    1.0 / s
+    s
+}
+
+/// `1 / sqrt(x)`, correctly rounded square root then a correctly rounded division, as torch's
+/// f32 `rsqrt` (within an ulp).
+#[inline(always)]
+pub fn rsqrt(x: f32) -> f32 {
+    1.0 / sqrt(x)
 }

@@ -28,16 +28,28 @@ pub unsafe fn block_sum(v: f32, scratch: *mut f32) -> f32 {
     total
 }
 
+/// f32s of shared memory [`rmsnorm_block`] keeps the weights of an `n`-value norm in, behind
+/// its output: half as many (BF16).
+pub const fn stash_floats(n: usize) -> usize {
+    n / 2
+}
+
 /// Every block normalises `x` itself into `out` (its shared memory), laid out for a matvec
 /// ([`crate::ops::matvec::staged_index`]): redundant work that saves a grid barrier. `read8(m)`
 /// gives values `8m .. 8m + 8` of `x` (published words, or BF16): each thread reads whole
 /// 16-byte pieces, so a block of 256 threads reads Qwen3's 1,024 values in one round trip,
 /// not four dependent ones. The values are read once: kept in `out` until the scale is known.
 ///
+/// When the block has at least twice as many threads as `x` has octets (Qwen3-0.6B: 256
+/// threads, 128 octets), the threads without values fetch the weights meanwhile and leave
+/// them behind `out` ([`stash_floats`]): read after the sum, they were an L2 round trip on
+/// the step's critical path, twice per layer; held in the waiting threads' registers, they
+/// made ptxas spill.
+///
 /// # Safety
-/// `out` must hold `n` f32s (`n` a multiple of 8), 16-byte aligned; `weight` `n` BF16 values,
-/// 16-byte aligned; `scratch` one f32 per warp; every thread of the block must call this
-/// function.
+/// `out` must hold `n` f32s (`n` a multiple of 8) and, behind them, [`stash_floats`]`(n)`
+/// more, 16-byte aligned; `weight` `n` BF16 values, 16-byte aligned; `scratch` one f32 per
+/// warp; every thread of the block must call this function.
 #[inline(always)]
 pub unsafe fn rmsnorm_block(
     mut read8: impl FnMut(usize) -> [f32; 8],
@@ -48,8 +60,19 @@ pub unsafe fn rmsnorm_block(
     scratch: *mut f32,
 ) {
     let octets = n / 8;
+    let t = device::thread_idx() as usize;
+    let helped = 2 * octets <= device::block_dim() as usize;
+    // SAFETY: the stash lies behind the `n` values of `out` (forwarded contract).
+    let stash = unsafe { out.add(n).cast::<[u32; 4]>() };
+    if helped && t >= octets && t < 2 * octets {
+        // SAFETY: octet `t − octets` of the weights, into its place in the stash.
+        unsafe {
+            let raw = bf16x8_raw(weight, t - octets);
+            device::store_u32x4(stash.add(t - octets).cast::<u32>(), raw);
+        }
+    }
     let mut sum_sq = 0.0f32;
-    let mut m = device::thread_idx() as usize;
+    let mut m = t;
     while m < octets {
         let v = read8(m);
         let mut i = 0;
@@ -63,11 +86,24 @@ pub unsafe fn rmsnorm_block(
     }
     // SAFETY: forwarded contract.
     let scale = device::rsqrt(unsafe { block_sum(sum_sq, scratch) } / n as f32 + eps);
-    let mut m = device::thread_idx() as usize;
+    // Found again rather than held through the wait and the sum (registers are short).
+    let t = device::opaque_u32(device::thread_idx()) as usize;
+    let helped = 2 * octets <= device::opaque_u32(device::block_dim()) as usize;
+    // SAFETY: as above.
+    let stash = unsafe { out.add(n).cast::<[u32; 4]>() };
+    let mut m = t;
     while m < octets {
         // Each thread rescales the values it stored itself.
-        // SAFETY: `8m + 8 ≤ n` for both buffers.
-        let (v, w) = unsafe { (load_staged8(out, n, m), bf16x8(weight, m)) };
+        // SAFETY: `8m + 8 ≤ n` for both buffers; the stash was written before the barriers
+        // of the sum.
+        let (v, w) = unsafe {
+            let raw = if helped {
+                device::load_u32x4(stash.add(m).cast::<u32>())
+            } else {
+                bf16x8_raw(weight, m)
+            };
+            (load_staged8(out, n, m), widen8(raw))
+        };
         let mut normed = [0.0f32; 8];
         let mut i = 0;
         while i < 8 {
@@ -90,7 +126,22 @@ pub unsafe fn rmsnorm_block(
 #[inline(always)]
 pub unsafe fn bf16x8(p: *const u16, m: usize) -> [f32; 8] {
     // SAFETY: forwarded contract.
-    let w = unsafe { device::load_global_nc_v4(p.add(8 * m).cast::<[u32; 4]>()) };
+    widen8(unsafe { bf16x8_raw(p, m) })
+}
+
+/// BF16 values `8m .. 8m + 8` of `p` as they lie in memory ([`widen8`] widens them).
+///
+/// # Safety
+/// As [`bf16x8`].
+#[inline(always)]
+unsafe fn bf16x8_raw(p: *const u16, m: usize) -> [u32; 4] {
+    // SAFETY: forwarded contract.
+    unsafe { device::load_global_nc_v4(p.add(8 * m).cast::<[u32; 4]>()) }
+}
+
+/// 8 BF16 values packed in four words, widened exactly.
+#[inline(always)]
+fn widen8(w: [u32; 4]) -> [f32; 8] {
     let mut out = [0.0f32; 8];
     let mut i = 0;
     while i < 4 {

@@ -180,7 +180,7 @@ pub trait KvElem {
     type Stored;
     /// The values as the cache will hold them, widened back: what later steps read.
     fn round(v: Slice) -> Slice;
-    /// Stores 8 values, rounded as [`KvElem::round`] does.
+    /// Stores 8 values that [`KvElem::round`] returned (so each is exactly a cached value).
     ///
     /// # Safety
     /// `p` must point to 8 writable values, 16-byte aligned.
@@ -256,8 +256,16 @@ impl KvElem for Bf16 {
 
     #[inline(always)]
     unsafe fn store8(p: *mut u16, v: Slice) {
+        // Already BF16 values: their upper halves are the bits, no second rounding (a
+        // conversion at a quarter of the ALU's rate, 16 per lane on the critical path).
+        let mut w = [0u32; 4];
+        let mut i = 0;
+        while i < 4 {
+            w[i] = (v[2 * i].to_bits() >> 16) | (v[2 * i + 1].to_bits() & 0xffff_0000);
+            i += 1;
+        }
         // SAFETY: forwarded contract (8 BF16 values are 16 bytes).
-        unsafe { device::store_u32x4(p.cast::<u32>(), Self::pack(&v)) }
+        unsafe { device::store_u32x4(p.cast::<u32>(), w) }
     }
 
     #[inline(always)]
@@ -307,14 +315,15 @@ unsafe fn load_slice_nc(p: *const f32) -> Slice {
     ]
 }
 
-/// 8 BF16 norm weights at `p` (16-byte aligned), widened.
+/// 8 BF16 norm weights at `p` (16-byte aligned), as they lie in memory ([`Bf16::unpack`]
+/// widens them).
 ///
 /// # Safety
 /// `p` must point to 8 readable, 16-byte aligned BF16 values nobody writes.
 #[inline(always)]
-unsafe fn load_weights(p: *const u16) -> Slice {
+unsafe fn load_weights_raw(p: *const u16) -> [u32; 4] {
     // SAFETY: forwarded contract.
-    unsafe { Bf16::load8(p) }
+    unsafe { device::load_global_nc_v4(p.cast::<[u32; 4]>()) }
 }
 
 /// # Safety
@@ -352,10 +361,26 @@ fn norm_rope<const N: usize>(
         n += 1;
     }
     let sums = lanes.sum_n(sum_sq);
+    // `1 / head_dim`, exactly: `head_dim` is a power of two (`head_dim_supported`), so the
+    // product rounds as the division would, without the division's long sequence.
+    let inv_dim = f32::from_bits((127 - head_dim.trailing_zeros()) << 23);
+    // Each step for all heads before the next: the square roots and reciprocals of the heads
+    // wait out their latencies together instead of one after another.
+    let mut scale = [0.0f32; N];
+    let mut n = 0;
+    while n < N {
+        scale[n] = device::sqrt(sums[n] * inv_dim + eps);
+        n += 1;
+    }
+    let mut n = 0;
+    while n < N {
+        scale[n] = 1.0 / scale[n];
+        n += 1;
+    }
     let mut normed = [[0.0; DIMS_PER_LANE]; N];
     let mut n = 0;
     while n < N {
-        let scale = device::rsqrt(sums[n] / head_dim as f32 + eps);
+        let scale = scale[n];
         let mut i = 0;
         while i < DIMS_PER_LANE {
             normed[n][i] = v[n][i] * scale * weight[n][i];
@@ -374,18 +399,22 @@ fn norm_rope<const N: usize>(
         }
         n += 1;
     }
+    // The first half subtracts its partner's term, the second adds it: `a·c − b·s` is
+    // `a·c + b·(−s)` exactly, so the sign goes on the sine once per dimension.
     let first_half = lanes.slice < half;
+    let mut signed_sin = [0.0f32; DIMS_PER_LANE];
+    let mut i = 0;
+    while i < DIMS_PER_LANE {
+        let s = cos_sin[2 * i + 1];
+        signed_sin[i] = if first_half { -s } else { s };
+        i += 1;
+    }
     let mut out = [[0.0; DIMS_PER_LANE]; N];
     let mut n = 0;
     while n < N {
         let mut i = 0;
         while i < DIMS_PER_LANE {
-            let (c, s) = (cos_sin[2 * i], cos_sin[2 * i + 1]);
-            out[n][i] = if first_half {
-                normed[n][i] * c - partner[n][i] * s
-            } else {
-                normed[n][i] * c + partner[n][i] * s
-            };
+            out[n][i] = normed[n][i] * cos_sin[2 * i] + partner[n][i] * signed_sin[i];
             i += 1;
         }
         n += 1;
@@ -451,13 +480,16 @@ impl Running {
         }
     }
 
-    /// The normalised output.
+    /// The normalised output: one division and a product per value (within an ulp of
+    /// dividing each: a correctly rounded division is a long sequence, and a head's 8 values
+    /// on two heads were 16 of them back to back on the step's critical path).
     #[inline(always)]
     fn output(&self) -> Slice {
+        let inv = 1.0 / self.sum;
         let mut out = [0.0; DIMS_PER_LANE];
         let mut i = 0;
         while i < DIMS_PER_LANE {
-            out[i] = self.acc[i] / self.sum;
+            out[i] = self.acc[i] * inv;
             i += 1;
         }
         out
@@ -761,9 +793,11 @@ unsafe fn attend_run<E: KvElem>(
             a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5],
             b[6], b[7],
         ];
+        // Raw: widened only after the wait below, so that no instruction between these loads
+        // and the wait needs their data (in-order issue would stop at the first one).
         let (q_weight, k_weight) = (
-            load_weights(w.q_norm.add(dim)),
-            load_weights(w.k_norm.add(dim)),
+            load_weights_raw(w.q_norm.add(dim)),
+            load_weights_raw(w.k_norm.add(dim)),
         );
         let new_row = kv_head as usize * hd as usize + dim;
         let octet = |word: usize| word / DIMS_PER_LANE;
@@ -785,6 +819,7 @@ unsafe fn attend_run<E: KvElem>(
     // 2. q_norm and RoPE of the queries, k_norm and RoPE of the new key (in registers), the
     //    three together. A run without the new position norms zeros (and keeps zeros).
     const _: () = assert!(HEADS_PER_ITEM == 2);
+    let (q_weight, k_weight) = (Bf16::unpack(q_weight), Bf16::unpack(k_weight));
     let [q0, q1, k_normed] = norm_rope(
         [q[0], q[1], k_raw],
         [&q_weight, &q_weight, &k_weight],

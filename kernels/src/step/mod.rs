@@ -24,7 +24,7 @@ pub mod sync;
 
 use crate::device;
 use crate::ops::matvec::{prefetch, store_staged8};
-use crate::ops::norm::{bf16, bf16x8, rmsnorm_block};
+use crate::ops::norm::{bf16, bf16x8, rmsnorm_block, stash_floats};
 use crate::ops::sample::{self, SampleParams, lm_head_sample};
 use attention::{Bf16, F32, attention_split, attention_stage, item_rows, prefetch_kv};
 use flow::{Epochs, Produced, Waiter, await_octets, await1, await8, publish};
@@ -249,6 +249,11 @@ pub const fn layer_table_offset(dims: &ModelDims, warps_per_block: u32) -> usize
     }
     if dims.intermediate > vector {
         vector = dims.intermediate;
+    }
+    // An RMSNorm keeps its weights behind the normed vector.
+    let norm = dims.hidden + stash_floats(dims.hidden as usize) as u32;
+    if norm > vector {
+        vector = norm;
     }
     // The LM head keeps the normed hidden state and, behind it, the sampler's warp lists.
     let lm_head = dims.hidden + (sample::shared_bytes(warps_per_block) / 4) as u32;
@@ -519,7 +524,7 @@ pub unsafe fn decode_step(p: &StepParams) {
     // The first layer's weights start streaming now, before anything else is read (the
     // ring's start synchronises the block: the table is in place).
     // SAFETY: as above.
-    unsafe { ring.start(p) };
+    unsafe { ring.start() };
     // SAFETY: the embedding has `vocab` rows and `token < vocab`.
     let embedding_row = unsafe { p.embedding.add(token as usize * d.hidden as usize) };
     // The sampler's penalty window takes this step's input (block 0; others read the mask in
@@ -587,7 +592,7 @@ pub unsafe fn decode_step(p: &StepParams) {
             }
             let e = epochs.of(layer, Produced::Qkv);
             let x = vector(d.hidden);
-            ring.matvec::<1>(p, layer, Matrix::Qkv, x, &mut waiter, |row, [v], _| {
+            ring.matvec::<1>(layer, Matrix::Qkv, x, &mut waiter, |row, [v], _| {
                 publish(p.qkv, row as usize, v, e)
             });
             end_stage(p);
@@ -615,7 +620,7 @@ pub unsafe fn decode_step(p: &StepParams) {
             }
             let e = epochs.of(layer, Produced::OutputProjection);
             let x = vector(d.q_dim());
-            ring.matvec::<1>(p, layer, Matrix::O, x, &mut waiter, |row, [v], waiter| {
+            ring.matvec::<1>(layer, Matrix::O, x, &mut waiter, |row, [v], waiter| {
                 let before = if layer == 0 {
                     // The input token's row, again (the row's pointer would hold two
                     // registers through the step).
@@ -653,7 +658,7 @@ pub unsafe fn decode_step(p: &StepParams) {
             }
             let e = epochs.of(layer, Produced::GateUp);
             let x = vector(d.hidden);
-            ring.matvec::<2>(p, layer, Matrix::GateUp, x, &mut waiter, |j, [g, u], _| {
+            ring.matvec::<2>(layer, Matrix::GateUp, x, &mut waiter, |j, [g, u], _| {
                 publish(p.act, j as usize, silu(g) * u, e)
             });
             end_stage(p);
@@ -675,17 +680,10 @@ pub unsafe fn decode_step(p: &StepParams) {
             let e = epochs.of(layer, Produced::Down);
             let x_mid = epochs.of(layer, Produced::OutputProjection);
             let x = vector(d.intermediate);
-            ring.matvec::<1>(
-                p,
-                layer,
-                Matrix::Down,
-                x,
-                &mut waiter,
-                |row, [v], waiter| {
-                    let before = await1(p.x, row as usize, x_mid, waiter);
-                    add_to_residual(p, row, before, v, e)
-                },
-            );
+            ring.matvec::<1>(layer, Matrix::Down, x, &mut waiter, |row, [v], waiter| {
+                let before = await1(p.x, row as usize, x_mid, waiter);
+                add_to_residual(p, row, before, v, e)
+            });
             end_stage(p);
         }
         layer += 1;

@@ -171,6 +171,11 @@ impl RingPlan {
         })
     }
 
+    /// Lanes per unit in the chunks of `m` (the byte of [`RingPlan::lanes`]).
+    pub const fn lanes_of(&self, m: Matrix) -> u32 {
+        (self.lanes >> (8 * m as u32)) & 0xff
+    }
+
     /// Shared memory the ring takes.
     pub const fn bytes(&self) -> usize {
         SLOTS as usize * self.slot_bytes as usize
@@ -264,12 +269,13 @@ impl<'a> Ring<'a> {
     }
 
     #[inline(always)]
-    fn slot(&self, p: &StepParams, k: u32) -> (*mut u8, *mut u64) {
+    fn slot(&self, k: u32) -> (*mut u8, *mut u64) {
         let s = k & (SLOTS - 1);
         // SAFETY (of the arithmetic): `SLOTS` slots and barriers.
         unsafe {
             (
-                self.at(p.ring.offset).add((s * p.ring.slot_bytes) as usize),
+                self.at(self.p.ring.offset)
+                    .add((s * self.p.ring.slot_bytes) as usize),
                 self.at(BARRIERS_OFFSET as u32)
                     .cast::<u64>()
                     .add(s as usize),
@@ -280,9 +286,9 @@ impl<'a> Ring<'a> {
     /// Readies the barriers and begins the first [`SLOTS`] chunks. Every thread calls it.
     ///
     /// # Safety
-    /// The launch's shared memory holds the ring; `p` as the step's.
+    /// The launch's shared memory holds the ring.
     #[inline(always)]
-    pub unsafe fn start(&self, p: &StepParams) {
+    pub unsafe fn start(&self) {
         if device::thread_idx() == 0 {
             let bars = self.at(BARRIERS_OFFSET as u32).cast::<u64>();
             let mut s = 0;
@@ -296,7 +302,7 @@ impl<'a> Ring<'a> {
         let mut k = 0;
         while k < SLOTS {
             // SAFETY: forwarded contract.
-            unsafe { self.begin(p, k) };
+            unsafe { self.begin(k) };
             k += 1;
         }
     }
@@ -306,8 +312,9 @@ impl<'a> Ring<'a> {
     /// # Safety
     /// As [`Ring::start`]; the slot's previous chunk is done with.
     #[inline(always)]
-    unsafe fn begin(&self, p: &StepParams, k: u32) {
-        let (dst, bar) = self.slot(p, k);
+    unsafe fn begin(&self, k: u32) {
+        let p = self.p;
+        let (dst, bar) = self.slot(k);
         let per_layer = p.ring.chunks_per_layer;
         let layer = k / per_layer;
         let (mut src, mut bytes) = (core::ptr::null::<u8>(), 0);
@@ -343,23 +350,22 @@ impl<'a> Ring<'a> {
     /// # Safety
     /// As [`Ring::start`]; `x` staged for the matvec ([`crate::ops::matvec::staged_index`]),
     /// of the matrix's row length; the chunks before this one consumed in order.
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub unsafe fn matvec<const R: usize>(
         &self,
-        p: &StepParams,
         layer: u32,
         m: Matrix,
         x: &[f32],
         waiter: &mut Waiter,
         mut epilogue: impl FnMut(u32, [f32; R], &mut Waiter),
     ) {
+        let p = self.p;
         let chunks = plan_of(p, m).chunks;
-        let lanes = device::opaque_u32((p.ring.lanes >> (8 * m as u32)) & 0xff);
+        let lanes = device::opaque_u32(p.ring.lanes_of(m));
         let mut c = 0;
         while c < chunks {
             let k = sequence(p, layer, m, c);
-            let (slot, bar) = self.slot(p, k);
+            let (slot, bar) = self.slot(k);
             let parity = (k / SLOTS) & 1;
             // SAFETY: the slot's barrier is readied.
             while !unsafe { device::copy_landed(bar, parity) } {
@@ -387,7 +393,7 @@ impl<'a> Ring<'a> {
             // Every warp is done with the slot before it is filled again.
             device::sync_threads();
             // SAFETY: the slot's chunk is consumed.
-            unsafe { self.begin(p, k + SLOTS) };
+            unsafe { self.begin(k + SLOTS) };
             c += 1;
         }
     }
