@@ -185,12 +185,20 @@ pub trait KvElem {
     /// # Safety
     /// `p` must point to 8 writable values, 16-byte aligned.
     unsafe fn store8(p: *mut Self::Stored, v: Slice);
-    /// Loads 8 values through the non-coherent path, widened to f32.
+    /// 8 cached values as they lie in memory, and zeros of that type.
+    type Raw: Copy;
+    const RAW_ZERO: Self::Raw;
+    /// Loads 8 values through the non-coherent path, as they lie in memory ([`KvElem::widen`]
+    /// widens them): a batch of rows is loaded whole before any is widened, so that no
+    /// instruction between its loads needs one of them (in-order issue stops at the first
+    /// that does: a batch's 8 loads were 8 round trips one after another).
     ///
     /// # Safety
     /// `p` must point to 8 readable values, 16-byte aligned, that nothing writes during the
     /// launch.
-    unsafe fn load8(p: *const Self::Stored) -> Slice;
+    unsafe fn load_raw8(p: *const Self::Stored) -> Self::Raw;
+    /// The values of [`KvElem::load_raw8`], widened to f32.
+    fn widen(raw: Self::Raw) -> Slice;
 }
 
 /// An f32 cache: values kept exactly; 32 bytes per lane, two 16-byte accesses.
@@ -210,10 +218,18 @@ impl KvElem for F32 {
         unsafe { store_slice(p, v) }
     }
 
+    type Raw = Slice;
+    const RAW_ZERO: Slice = [0.0; DIMS_PER_LANE];
+
     #[inline(always)]
-    unsafe fn load8(p: *const f32) -> Slice {
+    unsafe fn load_raw8(p: *const f32) -> Slice {
         // SAFETY: forwarded contract.
         unsafe { load_slice_nc(p) }
+    }
+
+    #[inline(always)]
+    fn widen(raw: Slice) -> Slice {
+        raw
     }
 }
 
@@ -268,10 +284,18 @@ impl KvElem for Bf16 {
         unsafe { device::store_u32x4(p.cast::<u32>(), w) }
     }
 
+    type Raw = [u32; 4];
+    const RAW_ZERO: [u32; 4] = [0; 4];
+
     #[inline(always)]
-    unsafe fn load8(p: *const u16) -> Slice {
+    unsafe fn load_raw8(p: *const u16) -> [u32; 4] {
         // SAFETY: forwarded contract.
-        Self::unpack(unsafe { device::load_global_nc_v4(p.cast::<[u32; 4]>()) })
+        unsafe { device::load_global_nc_v4(p.cast::<[u32; 4]>()) }
+    }
+
+    #[inline(always)]
+    fn widen(raw: [u32; 4]) -> Slice {
+        Self::unpack(raw)
     }
 }
 
@@ -871,18 +895,20 @@ unsafe fn attend_run<E: KvElem>(
     let per_round = lanes.groups;
     let mut round_start = start;
     while round_start < cached_end {
-        let mut keys = [[0.0f32; DIMS_PER_LANE]; BATCH];
-        let mut values = [[0.0f32; DIMS_PER_LANE]; BATCH];
+        let mut raw = [(E::RAW_ZERO, E::RAW_ZERO); BATCH];
         let mut valid = [false; BATCH];
         crate::unroll!(4; b => {
             let t = round_start + (b as u32) * per_round + lanes.group;
             valid[b] = t < cached_end;
             let row = if valid[b] { t } else { start } as usize * hd as usize + dim;
             // SAFETY: row `< pos` (or `start < cached_end`): written by earlier steps.
-            unsafe {
-                keys[b] = E::load8(k_cache.add(row));
-                values[b] = E::load8(v_cache.add(row));
-            }
+            unsafe { raw[b] = (E::load_raw8(k_cache.add(row)), E::load_raw8(v_cache.add(row))) };
+        });
+        let mut keys = [[0.0f32; DIMS_PER_LANE]; BATCH];
+        let mut values = [[0.0f32; DIMS_PER_LANE]; BATCH];
+        crate::unroll!(4; b => {
+            keys[b] = E::widen(raw[b].0);
+            values[b] = E::widen(raw[b].1);
         });
         // The batch's dot products for both heads, reduced over the key group together.
         let mut dots = [0.0f32; HEADS_PER_ITEM * BATCH];
