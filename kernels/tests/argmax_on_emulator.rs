@@ -5,26 +5,9 @@ use qwenmk_kernels::ops::argmax::{
     LmHeadArgmaxParams, argmax_key, key_logit, key_row, lm_head_argmax, shared_bytes,
 };
 
-/// A small deterministic generator (xorshift), so the test needs no crate and never changes.
-struct Rng(u64);
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
+mod common;
 
-fn bf16(v: f32) -> u16 {
-    // Round to nearest even, as torch does.
-    let bits = v.to_bits();
-    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
-}
-
-fn widen(b: u16) -> f32 {
-    f32::from_bits((b as u32) << 16)
-}
+use common::{Rng, bf16, widen};
 
 /// Runs the kernel on the emulator and returns the argmax key.
 fn run(weights: &[u16], x: &[f32], rows: u32, cols: u32, lanes: u32, grid: u32, block: u32) -> u64 {

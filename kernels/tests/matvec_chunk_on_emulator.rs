@@ -7,25 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use qwenmk_kernels::device::emu;
 use qwenmk_kernels::ops::matvec::{matvec_chunk, staged_index};
 
-/// A small deterministic generator (xorshift), so the test needs no crate and never changes.
-struct Rng(u64);
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
+mod common;
 
-fn bf16(v: f32) -> u16 {
-    let bits = v.to_bits();
-    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
-}
-
-fn widen(b: u16) -> f32 {
-    f32::from_bits((b as u32) << 16)
-}
+use common::{Rng, bf16, widen};
 
 /// Runs `matvec_chunk::<R>` on one block of `warps` warps; returns each row's dot product and
 /// how many times each unit was handed to the epilogue.

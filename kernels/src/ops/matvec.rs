@@ -497,40 +497,32 @@ unsafe fn matvec_split<const R: usize, S: WeightSource, const L: u32>(
         if unit < units {
             // The unit's first row, in 16-byte loads.
             let first = unit * R as u32 * loads_per_row + split.sub;
+            // Loads `k .. k + n` of the lane's share, issued together, and their products.
+            let mut loads = |k: u32, n: u32| {
+                // SAFETY: `k + n ≤ mine`, `n ≤ group` at both calls below.
+                unsafe {
+                    group_of_loads::<R, S>(
+                        &mut sums,
+                        weights,
+                        xs,
+                        (first, loads_per_row, cols),
+                        split.sub,
+                        k,
+                        lanes_per_row,
+                        n,
+                    )
+                }
+            };
             let mut k = 0;
             // Full groups: their size is a constant, so nothing is predicated and no weight
             // register is zeroed first.
             while k + group <= mine {
-                // SAFETY: `k + group ≤ mine`.
-                unsafe {
-                    group_of_loads::<R, S>(
-                        &mut sums,
-                        weights,
-                        xs,
-                        (first, loads_per_row, cols),
-                        split.sub,
-                        k,
-                        lanes_per_row,
-                        group,
-                    )
-                };
+                loads(k, group);
                 k += group;
             }
-            // The rest of the lane's share of the row, issued together too.
+            // The rest of the lane's share of the row.
             if k < mine {
-                // SAFETY: `k + (mine − k) = mine`.
-                unsafe {
-                    group_of_loads::<R, S>(
-                        &mut sums,
-                        weights,
-                        xs,
-                        (first, loads_per_row, cols),
-                        split.sub,
-                        k,
-                        lanes_per_row,
-                        mine - k,
-                    )
-                };
+                loads(k, mine - k);
             }
         }
         let mut partial = [0.0f32; R];
