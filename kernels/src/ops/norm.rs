@@ -134,14 +134,15 @@ pub unsafe fn bf16x8(p: *const u16, m: usize) -> [f32; 8] {
 /// # Safety
 /// As [`bf16x8`].
 #[inline(always)]
-unsafe fn bf16x8_raw(p: *const u16, m: usize) -> [u32; 4] {
+pub unsafe fn bf16x8_raw(p: *const u16, m: usize) -> [u32; 4] {
     // SAFETY: forwarded contract.
     unsafe { device::load_global_nc_v4(p.add(8 * m).cast::<[u32; 4]>()) }
 }
 
-/// 8 BF16 values packed in four words, widened exactly.
+/// 8 BF16 values packed in four words (the first in the low half, as they lie in memory),
+/// widened exactly.
 #[inline(always)]
-fn widen8(w: [u32; 4]) -> [f32; 8] {
+pub fn widen8(w: [u32; 4]) -> [f32; 8] {
     let mut out = [0.0f32; 8];
     let mut i = 0;
     while i < 4 {

@@ -29,6 +29,7 @@
 use super::flow::{Epochs, Produced, Waiter, await_octets, publish8};
 use super::{KvDtype, LayerPointers, StepParams};
 use crate::device;
+use crate::ops::norm::{bf16x8_raw, widen8};
 
 /// Values of a head each lane holds: two 16-byte loads of f32, one of BF16.
 pub const DIMS_PER_LANE: usize = 8;
@@ -247,19 +248,6 @@ impl Bf16 {
             device::f32x2_to_bf16x2(v[6], v[7]),
         ]
     }
-
-    #[inline(always)]
-    fn unpack(w: [u32; 4]) -> Slice {
-        let mut out = [0.0; DIMS_PER_LANE];
-        let mut i = 0;
-        while i < 4 {
-            let (a, b) = device::bf16x2_to_f32(w[i]);
-            out[2 * i] = a;
-            out[2 * i + 1] = b;
-            i += 1;
-        }
-        out
-    }
 }
 
 impl KvElem for Bf16 {
@@ -267,7 +255,7 @@ impl KvElem for Bf16 {
 
     #[inline(always)]
     fn round(v: Slice) -> Slice {
-        Self::unpack(Self::pack(&v))
+        widen8(Self::pack(&v))
     }
 
     #[inline(always)]
@@ -290,12 +278,12 @@ impl KvElem for Bf16 {
     #[inline(always)]
     unsafe fn load_raw8(p: *const u16) -> [u32; 4] {
         // SAFETY: forwarded contract.
-        unsafe { device::load_global_nc_v4(p.cast::<[u32; 4]>()) }
+        unsafe { bf16x8_raw(p, 0) }
     }
 
     #[inline(always)]
     fn widen(raw: [u32; 4]) -> Slice {
-        Self::unpack(raw)
+        widen8(raw)
     }
 }
 
@@ -337,17 +325,6 @@ unsafe fn load_slice_nc(p: *const f32) -> Slice {
         f(b[2]),
         f(b[3]),
     ]
-}
-
-/// 8 BF16 norm weights at `p` (16-byte aligned), as they lie in memory ([`Bf16::unpack`]
-/// widens them).
-///
-/// # Safety
-/// `p` must point to 8 readable, 16-byte aligned BF16 values nobody writes.
-#[inline(always)]
-unsafe fn load_weights_raw(p: *const u16) -> [u32; 4] {
-    // SAFETY: forwarded contract.
-    unsafe { device::load_global_nc_v4(p.cast::<[u32; 4]>()) }
 }
 
 /// # Safety
@@ -820,8 +797,8 @@ unsafe fn attend_run<E: KvElem>(
         // Raw: widened only after the wait below, so that no instruction between these loads
         // and the wait needs their data (in-order issue would stop at the first one).
         let (q_weight, k_weight) = (
-            load_weights_raw(w.q_norm.add(dim)),
-            load_weights_raw(w.k_norm.add(dim)),
+            Bf16::load_raw8(w.q_norm.add(dim)),
+            Bf16::load_raw8(w.k_norm.add(dim)),
         );
         let new_row = kv_head as usize * hd as usize + dim;
         let octet = |word: usize| word / DIMS_PER_LANE;
@@ -843,7 +820,7 @@ unsafe fn attend_run<E: KvElem>(
     // 2. q_norm and RoPE of the queries, k_norm and RoPE of the new key (in registers), the
     //    three together. A run without the new position norms zeros (and keeps zeros).
     const _: () = assert!(HEADS_PER_ITEM == 2);
-    let (q_weight, k_weight) = (Bf16::unpack(q_weight), Bf16::unpack(k_weight));
+    let (q_weight, k_weight) = (Bf16::widen(q_weight), Bf16::widen(k_weight));
     let [q0, q1, k_normed] = norm_rope(
         [q[0], q[1], k_raw],
         [&q_weight, &q_weight, &k_weight],
