@@ -18,15 +18,16 @@
 //!   [`BATCH`] rounds, and their values, are loaded before the first is used.
 //! * **Online softmax in registers**: a running max, sum and weighted value sum per query head,
 //!   merged across key groups by shuffles, then across the block's warps through shared
-//!   memory by warp 0.
-//! * **No grid barrier for the combine.** With several chunks, each item's warp 0 leaves the
-//!   block's partial and takes a ticket (an atomic count per item row); the item that takes
-//!   the last ticket merges the chunks and writes the output.
+//!   memory by every thread of the block, one (head, dimension) each, all runs at once.
+//! * **No grid barrier for the combine.** With several chunks, each item's block leaves its
+//!   partial and takes a ticket (an atomic count per item row); the item that takes the last
+//!   ticket merges the chunks the same way, one (head, dimension) a thread, and writes the
+//!   output.
 //!
 //! Items go to blocks (block `b` takes items `b, b + grid, …`), so short contexts spread over
 //! the SMs instead of filling the first ones.
 
-use super::flow::{Epochs, Produced, Waiter, await_octets, publish8};
+use super::flow::{Epochs, Produced, Waiter, await_octets, publish, publish8};
 use super::{KvDtype, LayerPointers, StepParams};
 use crate::device;
 use crate::ops::norm::{bf16x8_raw, widen8};
@@ -287,23 +288,11 @@ impl KvElem for Bf16 {
     }
 }
 
-/// 8 f32s at `p` (16-byte aligned), read with two plain vector loads: for memory the same
-/// launch writes (the QKV buffer, the partials).
+/// 8 f32s at `p`, read with two vector loads through the non-coherent path: for memory no
+/// thread writes during the launch (KV rows of earlier positions, the RoPE table).
 ///
 /// # Safety
-/// `p` must point to 8 readable, 16-byte aligned f32s.
-#[inline(always)]
-unsafe fn load_slice(p: *const f32) -> Slice {
-    // SAFETY: forwarded contract.
-    let (a, b) = unsafe { (device::load_f32x4(p), device::load_f32x4(p.add(4))) };
-    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
-}
-
-/// As [`load_slice`], through the non-coherent path: for memory no thread writes during the
-/// launch (KV rows of earlier positions, the RoPE table).
-///
-/// # Safety
-/// As [`load_slice`], and nothing writes the 32 bytes during the launch.
+/// `p` must point to 8 readable, 16-byte aligned f32s that nothing writes during the launch.
 #[inline(always)]
 unsafe fn load_slice_nc(p: *const f32) -> Slice {
     let q = p.cast::<[u32; 4]>();
@@ -582,14 +571,17 @@ pub const fn attention_runs(chunk_len: u32, key_groups: u32, warps_per_block: u3
 }
 
 /// f32s of shared memory an item's block merge needs: each warp's running sums of
-/// [`HEADS_PER_ITEM`] heads, laid out as partials.
+/// [`HEADS_PER_ITEM`] heads, laid out as partials, then the word that tells the block whether
+/// its chunk took the last ticket (padded to keep 16-byte alignment).
 pub const fn scratch_floats(head_dim: u32, warps_per_block: u32) -> u32 {
-    warps_per_block * HEADS_PER_ITEM as u32 * partial_stride(head_dim)
+    warps_per_block * HEADS_PER_ITEM as u32 * partial_stride(head_dim) + 4
 }
 
 /// Runs one attention work item on the block: each warp takes its own run of the chunk's
-/// positions, then warp 0 merges the warps' results and writes the output (or, with several
-/// chunks, the block's partial and its ticket). Every thread of the block calls it.
+/// positions; then the block's threads, one (head, dimension) each, merge the warps' results
+/// and write the output (or, with several chunks, the block's partial and its ticket; the
+/// chunk that takes the last one combines the partials the same way). Every thread of the
+/// block calls it.
 ///
 /// # Safety
 /// The step's buffers as [`StepParams`] documents them, the caches holding `E` values; `item`
@@ -625,15 +617,25 @@ pub unsafe fn attend<E: KvElem>(
     let warp = device::warp_id();
     let start = (chunk_start + warp * per_run).min(chunk_end);
     let end = (start + per_run).min(chunk_end);
-    if runs == 1 {
-        // One warp: its sums are the item's, no merge through shared memory.
+    let dim = (lanes.slice as usize) * DIMS_PER_LANE;
+    if runs == 1 && shape.splits == 1 {
+        // One warp, one chunk: its sums are the output, nothing to merge.
         if warp == 0 {
             // SAFETY: forwarded contract; `start..end` is the whole chunk.
             let run = unsafe {
                 attend_run::<E>(p, w, item, &lanes, first_head, heads, start, end, waiter)
             };
-            // SAFETY: forwarded contract.
-            unsafe { finish_item(p, item, &lanes, first_head, heads, &run) };
+            if lanes.group == 0 {
+                crate::unroll!(2; h => {
+                    if (h as u32) < heads {
+                        let head = (first_head as usize) + h;
+                        // SAFETY: the output holds every head's `head_dim` values.
+                        unsafe {
+                            publish8(p.attn_out, (head * hd as usize + dim) / DIMS_PER_LANE, run[h].output(), item.out_epoch)
+                        };
+                    }
+                });
+            }
         }
         return;
     }
@@ -642,9 +644,8 @@ pub unsafe fn attend<E: KvElem>(
         // SAFETY: forwarded contract; `start..end` is inside the item's chunk.
         run = unsafe { attend_run::<E>(p, w, item, &lanes, first_head, heads, start, end, waiter) };
     }
-    // The runs' results meet in shared memory; warp 0 merges them.
+    // The runs' results meet in shared memory, laid out as partials.
     let stride = partial_stride(hd) as usize;
-    let dim = (lanes.slice as usize) * DIMS_PER_LANE;
     if warp < runs && lanes.group == 0 {
         crate::unroll!(2; h => {
             // SAFETY: `scratch` holds `scratch_floats` f32s, 16-byte aligned.
@@ -659,84 +660,190 @@ pub unsafe fn attend<E: KvElem>(
         });
     }
     device::sync_threads();
-    if warp == 0 {
-        let mut merged = [Running::EMPTY; HEADS_PER_ITEM];
-        crate::unroll!(2; h => {
-            let mut from = lanes.group;
-            while from < runs {
-                // SAFETY: written by warp `from` before the block barrier above.
-                unsafe {
-                    let at = scratch.add((from as usize * HEADS_PER_ITEM + h) * stride);
-                    let acc = load_slice(at.add(dim));
-                    merged[h].merge(at.add(hd as usize).read(), at.add(hd as usize + 1).read(), &acc);
-                }
-                from += lanes.groups;
-            }
-            merged[h].merge_groups(&lanes);
-        });
-        // SAFETY: forwarded contract.
-        unsafe { finish_item(p, item, &lanes, first_head, heads, &merged) };
-    }
-    // The next item of this block writes `scratch` again.
-    device::sync_threads();
-}
-
-/// Warp 0's end of an item: the output of its heads, or with several chunks the block's
-/// partial and a ticket (the chunk that takes the last one combines).
-///
-/// # Safety
-/// As [`attend`]; every lane of warp 0 calls it.
-#[inline(always)]
-unsafe fn finish_item(
-    p: &StepParams,
-    item: AttentionItem,
-    lanes: &Lanes,
-    first_head: u32,
-    heads: u32,
-    run: &[Running; HEADS_PER_ITEM],
-) {
-    let d = &p.dims;
-    let hd = d.head_dim;
-    let dim = (lanes.slice as usize) * DIMS_PER_LANE;
-    let shape = item.shape;
+    // Every thread merges one value of one head over all the runs at once: a few shared
+    // memory round trips, where warp 0 alone merged run after run.
+    let values = heads * hd;
+    let value_of = HeadValue::new(hd);
+    let out = p.attn_out;
     if shape.splits == 1 {
-        if lanes.group == 0 {
-            crate::unroll!(2; h => {
-                if (h as u32) < heads {
-                    let head = (first_head as usize) + h;
-                    // SAFETY: the output holds every head's `head_dim` values.
-                    unsafe {
-                        publish8(p.attn_out, (head * hd as usize + dim) / DIMS_PER_LANE, run[h].output(), item.out_epoch)
-                    };
-                }
-            });
+        let mut u = device::thread_idx();
+        while u < values {
+            let (h, dim) = value_of.at(u);
+            // SAFETY: slots `0..runs` of head `h` were written before the barrier above.
+            let merged = unsafe {
+                Merging::of(runs, dim, hd, |r| {
+                    scratch.add((r as usize * HEADS_PER_ITEM + h as usize) * stride)
+                })
+            };
+            let head = (first_head + h) as usize;
+            // SAFETY: the output holds every head's `head_dim` values.
+            unsafe {
+                publish(
+                    out,
+                    head * hd as usize + dim,
+                    merged.output(),
+                    item.out_epoch,
+                )
+            };
+            u += device::block_dim();
         }
+        // The next item of this block writes `scratch` again.
+        device::sync_threads();
         return;
     }
-    // Several chunks: leave the partial, take a ticket; the last item combines.
-    if lanes.group == 0 {
-        crate::unroll!(2; h => {
-            if (h as u32) < heads {
-                let part = partial(p, first_head + h as u32, item.split);
-                // SAFETY: each partial has `partial_stride(head_dim)` floats.
-                unsafe {
-                    store_slice(part.add(dim), run[h].acc);
-                    if lanes.slice == 0 {
-                        part.add(hd as usize).write(run[h].max);
-                        part.add(hd as usize + 1).write(run[h].sum);
-                    }
-                }
+    // Several chunks: the block's partial, then a ticket; the chunk that takes the last one
+    // merges every chunk's partial.
+    let mut u = device::thread_idx();
+    while u < values {
+        let (h, dim) = value_of.at(u);
+        // SAFETY: as above.
+        let merged = unsafe {
+            Merging::of(runs, dim, hd, |r| {
+                scratch.add((r as usize * HEADS_PER_ITEM + h as usize) * stride)
+            })
+        };
+        let part = partial(p, first_head + h, item.split);
+        // SAFETY: each partial has `partial_stride(head_dim)` floats.
+        unsafe {
+            part.add(dim).write(merged.acc);
+            if dim == 0 {
+                part.add(hd as usize).write(merged.max);
+                part.add(hd as usize + 1).write(merged.sum);
             }
-        });
+        }
+        u += device::block_dim();
     }
     let ticket_row = item.layer * item_rows(d.q_heads, d.kv_heads)
         + item.kv_head * head_blocks(d.q_heads, d.kv_heads)
         + item.head_block;
-    // SAFETY: the ticket array holds `layers · item_rows` counters.
-    let last = unsafe { take_ticket(p.attn_tickets.add(ticket_row as usize), shape.splits) };
+    // SAFETY: the ticket array holds `layers · item_rows` counters; the flag word lies behind
+    // the runs' slots in `scratch`.
+    let last = unsafe {
+        take_ticket(
+            p.attn_tickets.add(ticket_row as usize),
+            shape.splits,
+            scratch
+                .add(scratch_floats(hd, device::warps_per_block()) as usize - 4)
+                .cast(),
+        )
+    };
     if last {
-        // SAFETY: every chunk of these heads left its partial before its ticket.
-        unsafe { combine(p, first_head, heads, shape.splits, lanes, item.out_epoch) };
+        let mut u = device::thread_idx();
+        while u < values {
+            let (h, dim) = value_of.at(u);
+            let head = first_head + h;
+            // SAFETY: every chunk of these heads left its partial before its ticket, and the
+            // ticket acquired them for the block.
+            let merged =
+                unsafe { Merging::of(shape.splits, dim, hd, |s| partial(p, head, s).cast_const()) };
+            // SAFETY: the output holds every head's `head_dim` values.
+            unsafe {
+                publish(
+                    out,
+                    head as usize * hd as usize + dim,
+                    merged.output(),
+                    item.out_epoch,
+                )
+            };
+            u += device::block_dim();
+        }
+    }
+    // The runs' slots were read before `take_ticket`'s barriers, the flag after the last: the
+    // next item may write both.
+}
+
+/// Which (head, dimension) of an item's heads the `u`-th value is: `head_dim` is a power of
+/// two, so a shift and a mask.
+#[derive(Clone, Copy)]
+struct HeadValue {
+    shift: u32,
+    mask: u32,
+}
+
+impl HeadValue {
+    #[inline(always)]
+    fn new(head_dim: u32) -> HeadValue {
+        HeadValue {
+            shift: head_dim.trailing_zeros(),
+            mask: head_dim - 1,
+        }
+    }
+
+    #[inline(always)]
+    fn at(self, u: u32) -> (u32, usize) {
+        (u >> self.shift, (u & self.mask) as usize)
+    }
+}
+
+/// Partials whose loads are issued together when the block merges: the runs of a block's
+/// warps (at most 8), or the chunks of a head (as many as 16 on an H100) in rounds.
+const MERGE_BATCH: usize = 8;
+
+/// One value of a head's running softmax sum: what a thread holds when the block merges one
+/// (head, dimension) a thread.
+#[derive(Clone, Copy)]
+struct Merging {
+    max: f32,
+    sum: f32,
+    acc: f32,
+}
+
+impl Merging {
+    /// Merges `count` partials (value `dim`, then max and sum at `head_dim` and
+    /// `head_dim + 1`), the `i`-th at `at(i)`: [`MERGE_BATCH`] of them loaded before the first
+    /// is used, then one rescale for the round.
+    ///
+    /// # Safety
+    /// `at(i)` for `i < count` points to a partial written before and visible to this thread.
+    #[inline(always)]
+    unsafe fn of(count: u32, dim: usize, head_dim: u32, at: impl Fn(u32) -> *const f32) -> Merging {
+        let hd = head_dim as usize;
+        let mut m = Merging {
+            max: f32::NEG_INFINITY,
+            sum: 0.0,
+            acc: 0.0,
+        };
+        let mut first = 0;
+        while first < count {
+            let mut maxes = [f32::NEG_INFINITY; MERGE_BATCH];
+            let mut sums = [0.0f32; MERGE_BATCH];
+            let mut accs = [0.0f32; MERGE_BATCH];
+            crate::unroll!(8; b => {
+                let i = first + b as u32;
+                if i < count {
+                    let part = at(i);
+                    // SAFETY: forwarded contract.
+                    unsafe {
+                        maxes[b] = part.add(hd).read();
+                        sums[b] = part.add(hd + 1).read();
+                        accs[b] = part.add(dim).read();
+                    }
+                }
+            });
+            let mut new_max = m.max;
+            crate::unroll!(8; b => {
+                if maxes[b] > new_max {
+                    new_max = maxes[b];
+                }
+            });
+            let rescale = Running::weight(m.max, new_max);
+            m.sum *= rescale;
+            m.acc *= rescale;
+            crate::unroll!(8; b => {
+                let e = Running::weight(maxes[b], new_max);
+                m.sum = device::fma(sums[b], e, m.sum);
+                m.acc = device::fma(accs[b], e, m.acc);
+            });
+            m.max = new_max;
+            first += MERGE_BATCH as u32;
+        }
+        m
+    }
+
+    /// The normalised value.
+    #[inline(always)]
+    fn output(self) -> f32 {
+        self.acc / self.sum
     }
 }
 
@@ -937,87 +1044,39 @@ unsafe fn attend_run<E: KvElem>(
     run
 }
 
-/// Publishes the warp's partials and counts this chunk in; true on every lane for the chunk
-/// that completes the count, which then sees every other chunk's partial. It sets the counter
-/// back to zero for the next step (each layer has counters of its own; the kernel's end
-/// orders that store before the next use).
+/// Counts this chunk in once every thread of the block has left its share of the partial;
+/// true on every thread for the chunk that completes the count, which then sees every other
+/// chunk's partial. It sets the counter back to zero for the next step (each layer has
+/// counters of its own; the kernel's end orders that store before the next use). `flag` is a
+/// word of the block's shared memory that carries thread 0's answer to the others.
 ///
 /// # Safety
-/// `ticket` is this item row's counter; every lane of the warp calls it.
+/// `ticket` is this item row's counter; every thread of the block calls it.
 #[inline(always)]
-unsafe fn take_ticket(ticket: *mut u32, splits: u32) -> bool {
-    // The lanes' stores are ordered before lane 0's release.
-    device::sync_warp();
-    let mut last = 0u32;
-    if device::lane_id() == 0 {
+unsafe fn take_ticket(ticket: *mut u32, splits: u32, flag: *mut u32) -> bool {
+    // The block's stores of the partial happen before thread 0's release (a block barrier,
+    // then a fence that is cumulative over what the barrier ordered before it).
+    device::sync_threads();
+    if device::thread_idx() == 0 {
         // Release pattern: the fence orders the partial before the ticket. The ticket itself
         // acquires: the chunk that completes the count has seen every other chunk's partial,
-        // released before its ticket, with no second fence.
+        // released before its ticket, with no second fence; the barrier below passes that on
+        // to the block's other threads.
         device::fence_acq_rel_gpu();
         // SAFETY: a global counter only updated atomically during the stage.
         let before = unsafe { device::atomic_add_acquire_gpu(ticket, 1) };
-        if before + 1 == splits {
+        let last = before + 1 == splits;
+        if last {
             // SAFETY: every other chunk has counted itself in; nobody touches it again in
             // this layer.
             unsafe { ticket.write_volatile(0) };
-            last = 1;
         }
+        // SAFETY: a word of the block's shared memory that only thread 0 writes.
+        unsafe { flag.write_volatile(last as u32) };
     }
-    // Only lane 0 can say yes: a vote gives its answer to every lane.
-    device::warp_any(last != 0)
-}
-
-/// Merges the chunks of `heads` query heads from `first_head` into their attention output.
-/// Key groups take chunks in turn, BATCH at a time, and merge by shuffles at the end.
-///
-/// # Safety
-/// Every lane of the warp calls it, after every chunk's partial was published to it.
-#[inline(always)]
-unsafe fn combine(
-    p: &StepParams,
-    first_head: u32,
-    heads: u32,
-    splits: u32,
-    lanes: &Lanes,
-    out_epoch: u32,
-) {
-    let hd = p.dims.head_dim as usize;
-    let dim = (lanes.slice as usize) * DIMS_PER_LANE;
-    crate::unroll!(2; h => {
-        if (h as u32) < heads {
-            let head = first_head + h as u32;
-            let mut run = Running::EMPTY;
-            let mut first = 0;
-            while first < splits {
-                let mut accs = [[0.0f32; DIMS_PER_LANE]; BATCH];
-                let mut maxes = [f32::NEG_INFINITY; BATCH];
-                let mut sums = [0.0f32; BATCH];
-                crate::unroll!(4; b => {
-                    let s = first + b as u32 * lanes.groups + lanes.group;
-                    if s < splits {
-                        let part = partial(p, head, s);
-                        // SAFETY: chunk `s` wrote its partial (published before its ticket).
-                        unsafe {
-                            accs[b] = load_slice(part.add(dim));
-                            maxes[b] = part.add(hd).read_volatile();
-                            sums[b] = part.add(hd + 1).read_volatile();
-                        }
-                    }
-                });
-                crate::unroll!(4; b => {
-                    run.merge(maxes[b], sums[b], &accs[b]);
-                });
-                first += BATCH as u32 * lanes.groups;
-            }
-            run.merge_groups(lanes);
-            if lanes.group == 0 {
-                // SAFETY: the output holds every head's `head_dim` values.
-                unsafe {
-                    publish8(p.attn_out, (head as usize * hd + dim) / DIMS_PER_LANE, run.output(), out_epoch)
-                };
-            }
-        }
-    });
+    device::sync_threads();
+    // SAFETY: written by thread 0 before the barrier above.
+    unsafe { flag.read_volatile() != 0 }
 }
 
 /// Asks L2 for the cached K and V rows that `layer`'s attention will read at `pos`: the first
