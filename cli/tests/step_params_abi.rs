@@ -133,7 +133,6 @@ fn fields() -> Vec<(usize, usize, &'static str)> {
         (offset_of!(StepParams, x), "x"),
         (offset_of!(StepParams, qkv), "qkv"),
         (offset_of!(StepParams, attn_partial), "attn_partial"),
-        (offset_of!(StepParams, attn_tickets), "attn_tickets"),
         (offset_of!(StepParams, attn_out), "attn_out"),
         (offset_of!(StepParams, act), "act"),
         (offset_of!(StepParams, control), "control"),

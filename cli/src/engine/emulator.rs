@@ -87,10 +87,6 @@ impl F32s {
     fn as_ptr(&self) -> *const f32 {
         self.0.as_ptr().cast()
     }
-
-    fn as_mut_ptr(&mut self) -> *mut f32 {
-        self.0.as_mut_ptr().cast()
-    }
 }
 
 /// Two 64-bit words, 16-byte aligned: the unit the published vectors (`step::flow`) are
@@ -124,8 +120,7 @@ struct Buffers {
     v_cache: KvBytes,
     x: Words,
     qkv: Words,
-    attn_partial: F32s,
-    attn_tickets: Vec<u32>,
+    attn_partial: Words,
     attn_out: Words,
     act: Words,
 }
@@ -191,8 +186,7 @@ impl EmulatorEngine {
             v_cache: KvBytes::zeroed(lens.kv_cache_bytes()),
             x: Words::zeroed(lens.x),
             qkv: Words::zeroed(lens.qkv),
-            attn_partial: F32s::zeroed(lens.attn_partial),
-            attn_tickets: vec![0; lens.attn_tickets],
+            attn_partial: Words::zeroed(lens.attn_partial),
             attn_out: Words::zeroed(lens.attn_out),
             act: Words::zeroed(lens.act),
         };
@@ -277,7 +271,6 @@ impl EmulatorEngine {
             x: b.x.as_mut_ptr(),
             qkv: b.qkv.as_mut_ptr(),
             attn_partial: b.attn_partial.as_mut_ptr(),
-            attn_tickets: b.attn_tickets.as_mut_ptr(),
             attn_out: b.attn_out.as_mut_ptr(),
             act: b.act.as_mut_ptr(),
             control: &raw mut *self.control,
@@ -351,8 +344,13 @@ impl Engine for EmulatorEngine {
             *self.control = StepControl::default();
             *self.sampler.blocks_done = 0;
             let b = &mut self.buffers;
-            b.attn_tickets.fill(0);
-            for words in [&mut b.x, &mut b.qkv, &mut b.attn_out, &mut b.act] {
+            for words in [
+                &mut b.x,
+                &mut b.qkv,
+                &mut b.attn_partial,
+                &mut b.attn_out,
+                &mut b.act,
+            ] {
                 words.clear();
             }
             bail!(message);

@@ -43,9 +43,9 @@ pub fn largest_ring_unit(dims: &ModelDims) -> u32 {
         .unwrap_or(0)
 }
 
-/// Lengths of the kernel's working buffers, in elements: f32 for the RoPE table and the
-/// partials, u32 for the tickets, `kv` values for the caches, and 64-bit published words (an
-/// f32 and its epoch, see `step::flow`) for the vectors handed from stage to stage.
+/// Lengths of the kernel's working buffers, in elements: f32 for the RoPE table, `kv` values
+/// for the caches, and 64-bit published words (an f32 and its epoch, see `step::flow`) for
+/// the vectors handed from stage to stage and attention's partials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferLens {
     pub rope: usize,
@@ -56,9 +56,8 @@ pub struct BufferLens {
     pub x: usize,
     /// Published words.
     pub qkv: usize,
+    /// Published words.
     pub attn_partial: usize,
-    /// u32 counters, one per layer and attention item row.
-    pub attn_tickets: usize,
     /// Published words.
     pub attn_out: usize,
     /// Published words.
@@ -73,8 +72,8 @@ impl BufferLens {
 
     /// All buffers together, in bytes.
     pub fn total_bytes(&self) -> u64 {
-        let four_bytes = self.rope + self.attn_partial + self.attn_tickets;
-        let words = self.x + self.qkv + self.attn_out + self.act;
+        let four_bytes = self.rope;
+        let words = self.x + self.qkv + self.attn_partial + self.attn_out + self.act;
         four_bytes as u64 * 4 + words as u64 * 8 + 2 * self.kv_cache_bytes() as u64
     }
 }
@@ -239,7 +238,6 @@ impl StepPlan {
             attn_partial: (d.q_heads
                 * self.max_splits
                 * step::attention::partial_stride(d.head_dim)) as usize,
-            attn_tickets: (d.layers * step::attention::item_rows(d.q_heads, d.kv_heads)) as usize,
             attn_out: d.q_dim() as usize,
             act: d.intermediate as usize,
         }
@@ -362,8 +360,11 @@ mod tests {
         assert_eq!(plan.attention_split(10).splits, 1);
         assert_eq!(plan.attention_split(90).splits, 2);
         assert_eq!(plan.attention_split(90).chunk, 46);
-        // One ticket per item row and layer.
-        assert_eq!(plan.buffers().attn_tickets, 2 * c.num_hidden_layers);
+        // A partial per query head and chunk.
+        assert_eq!(
+            plan.buffers().attn_partial,
+            4 * plan.max_splits as usize * (32 + 4)
+        );
     }
 
     /// A BF16 cache takes half the bytes of an f32 one, and nothing else changes.

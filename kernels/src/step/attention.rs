@@ -19,15 +19,15 @@
 //! * **Online softmax in registers**: a running max, sum and weighted value sum per query head,
 //!   merged across key groups by shuffles, then across the block's warps through shared
 //!   memory by every thread of the block, one (head, dimension) each, all runs at once.
-//! * **No grid barrier for the combine.** With several chunks, each item's block leaves its
-//!   partial and takes a ticket (an atomic count per item row); the item that takes the last
-//!   ticket merges the chunks the same way, one (head, dimension) a thread, and writes the
-//!   output.
+//! * **No grid barrier, fence or ticket for the combine.** With several chunks, each item but
+//!   the last chunk's publishes its block's partial as words with their epoch ([`super::flow`]);
+//!   the last chunk's item waits for the others' words, merges them into its own the same way,
+//!   one (head, dimension) a thread, and writes the output.
 //!
 //! Items go to blocks (block `b` takes items `b, b + grid, …`), so short contexts spread over
 //! the SMs instead of filling the first ones.
 
-use super::flow::{Epochs, Produced, Waiter, await_octets, publish, publish8};
+use super::flow::{Epochs, Produced, Waiter, await_octets, holds, publish, publish8, value_of};
 use super::{KvDtype, LayerPointers, StepParams};
 use crate::device;
 use crate::ops::norm::{bf16x8_raw, widen8};
@@ -86,13 +86,14 @@ pub const fn head_blocks(q_heads: u32, kv_heads: u32) -> u32 {
     (q_heads / kv_heads).div_ceil(HEADS_PER_ITEM as u32)
 }
 
-/// Items per chunk (the `rows` of [`attention_split`]), and tickets the combine counts with.
+/// Items per chunk (the `rows` of [`attention_split`]).
 pub const fn item_rows(q_heads: u32, kv_heads: u32) -> u32 {
     kv_heads * head_blocks(q_heads, kv_heads)
 }
 
-/// f32s one partial takes: the weighted value sum, then max and sum, padded so that every
-/// partial starts 16-byte aligned.
+/// Values one partial takes (f32s in shared memory, published words in `attn_partial`): the
+/// weighted value sum, then max and sum, padded so that every partial in shared memory starts
+/// 16-byte aligned.
 pub const fn partial_stride(head_dim: u32) -> u32 {
     head_dim + 4
 }
@@ -498,20 +499,17 @@ fn dot(a: &Slice, b: &Slice) -> f32 {
     s
 }
 
-/// Where partial (`head`, `split`) lives: `partial_stride(head_dim)` f32s.
+/// The word of `attn_partial` where partial (`head`, `split`) begins: `partial_stride(head_dim)`
+/// published words (the buffer holds `q_heads · max_splits` of them).
 #[inline(always)]
-fn partial(p: &StepParams, head: u32, split: u32) -> *mut f32 {
+fn partial(p: &StepParams, head: u32, split: u32) -> usize {
     let stride = partial_stride(p.dims.head_dim) as usize;
-    // SAFETY (of the pointer arithmetic): the buffer holds `q_heads · max_splits` partials.
-    unsafe {
-        p.attn_partial
-            .add((head as usize * p.max_splits as usize + split as usize) * stride)
-    }
+    (head as usize * p.max_splits as usize + split as usize) * stride
 }
 
 /// The attention stage of `layer` at `pos`: this block's (KV head, head block, chunk) items,
 /// spread over the grid's blocks, with a cache of `E` values. Each item waits for its heads'
-/// QKV rows and publishes its output (or, split, its partial and ticket). `scratch` is the
+/// QKV rows and publishes its output (or, split, its partial). `scratch` is the
 /// block's shared work area ([`scratch_floats`] f32s).
 ///
 /// # Safety
@@ -571,17 +569,15 @@ pub const fn attention_runs(chunk_len: u32, key_groups: u32, warps_per_block: u3
 }
 
 /// f32s of shared memory an item's block merge needs: each warp's running sums of
-/// [`HEADS_PER_ITEM`] heads, laid out as partials, then the word that tells the block whether
-/// its chunk took the last ticket (padded to keep 16-byte alignment).
+/// [`HEADS_PER_ITEM`] heads, laid out as partials.
 pub const fn scratch_floats(head_dim: u32, warps_per_block: u32) -> u32 {
-    warps_per_block * HEADS_PER_ITEM as u32 * partial_stride(head_dim) + 4
+    warps_per_block * HEADS_PER_ITEM as u32 * partial_stride(head_dim)
 }
 
 /// Runs one attention work item on the block: each warp takes its own run of the chunk's
 /// positions; then the block's threads, one (head, dimension) each, merge the warps' results
-/// and write the output (or, with several chunks, the block's partial and its ticket; the
-/// chunk that takes the last one combines the partials the same way). Every thread of the
-/// block calls it.
+/// and write the output (or, with several chunks, the block's partial; the last chunk's item
+/// waits for the others' and merges them the same way). Every thread of the block calls it.
 ///
 /// # Safety
 /// The step's buffers as [`StepParams`] documents them, the caches holding `E` values; `item`
@@ -661,95 +657,61 @@ pub unsafe fn attend<E: KvElem>(
     }
     device::sync_threads();
     // Every thread merges one value of one head over all the runs at once: a few shared
-    // memory round trips, where warp 0 alone merged run after run.
+    // memory round trips, where warp 0 alone merged run after run. With several chunks, every
+    // chunk but the last publishes that as its partial, and the last merges the others' into
+    // its own as they arrive: it waits for the words it reads, like every consumer of the
+    // step, so no fence, no ticket and no atomic stand between a chunk's end and the output.
     let values = heads * hd;
     let value_of = HeadValue::new(hd);
-    let out = p.attn_out;
-    if shape.splits == 1 {
-        let mut u = device::thread_idx();
-        while u < values {
-            let (h, dim) = value_of.at(u);
-            // SAFETY: slots `0..runs` of head `h` were written before the barrier above.
-            let merged = unsafe {
-                Merging::of(runs, dim, hd, |r| {
-                    scratch.add((r as usize * HEADS_PER_ITEM + h as usize) * stride)
-                })
-            };
-            let head = (first_head + h) as usize;
-            // SAFETY: the output holds every head's `head_dim` values.
-            unsafe {
-                publish(
-                    out,
-                    head * hd as usize + dim,
-                    merged.output(),
-                    item.out_epoch,
-                )
-            };
-            u += device::block_dim();
-        }
-        // The next item of this block writes `scratch` again.
-        device::sync_threads();
-        return;
-    }
-    // Several chunks: the block's partial, then a ticket; the chunk that takes the last one
-    // merges every chunk's partial.
+    let epoch = item.out_epoch;
+    let combines = split + 1 == shape.splits;
     let mut u = device::thread_idx();
     while u < values {
         let (h, dim) = value_of.at(u);
-        // SAFETY: as above.
+        // SAFETY: slots `0..runs` of head `h` were written before the barrier above.
         let merged = unsafe {
             Merging::of(runs, dim, hd, |r| {
                 scratch.add((r as usize * HEADS_PER_ITEM + h as usize) * stride)
             })
         };
-        let part = partial(p, first_head + h, item.split);
-        // SAFETY: each partial has `partial_stride(head_dim)` floats.
-        unsafe {
-            part.add(dim).write(merged.acc);
-            if dim == 0 {
-                part.add(hd as usize).write(merged.max);
-                part.add(hd as usize + 1).write(merged.sum);
+        let head = first_head + h;
+        if combines {
+            // SAFETY: the other chunks' partials of this head, published for this layer.
+            let all = unsafe {
+                merged.with_published(
+                    p.attn_partial,
+                    split,
+                    dim,
+                    hd,
+                    |s| partial(p, head, s),
+                    epoch,
+                    waiter,
+                )
+            };
+            // SAFETY: the output holds every head's `head_dim` values.
+            unsafe {
+                publish(
+                    p.attn_out,
+                    head as usize * hd as usize + dim,
+                    all.output(),
+                    epoch,
+                )
+            };
+        } else {
+            let part = partial(p, head, split);
+            // SAFETY: each partial has `partial_stride(head_dim)` words.
+            unsafe {
+                publish(p.attn_partial, part + dim, merged.acc, epoch);
+                if dim == 0 {
+                    publish(p.attn_partial, part + hd as usize, merged.max, epoch);
+                    publish(p.attn_partial, part + hd as usize + 1, merged.sum, epoch);
+                }
             }
         }
         u += device::block_dim();
     }
-    let ticket_row = item.layer * item_rows(d.q_heads, d.kv_heads)
-        + item.kv_head * head_blocks(d.q_heads, d.kv_heads)
-        + item.head_block;
-    // SAFETY: the ticket array holds `layers · item_rows` counters; the flag word lies behind
-    // the runs' slots in `scratch`.
-    let last = unsafe {
-        take_ticket(
-            p.attn_tickets.add(ticket_row as usize),
-            shape.splits,
-            scratch
-                .add(scratch_floats(hd, device::warps_per_block()) as usize - 4)
-                .cast(),
-        )
-    };
-    if last {
-        let mut u = device::thread_idx();
-        while u < values {
-            let (h, dim) = value_of.at(u);
-            let head = first_head + h;
-            // SAFETY: every chunk of these heads left its partial before its ticket, and the
-            // ticket acquired them for the block.
-            let merged =
-                unsafe { Merging::of(shape.splits, dim, hd, |s| partial(p, head, s).cast_const()) };
-            // SAFETY: the output holds every head's `head_dim` values.
-            unsafe {
-                publish(
-                    out,
-                    head as usize * hd as usize + dim,
-                    merged.output(),
-                    item.out_epoch,
-                )
-            };
-            u += device::block_dim();
-        }
-    }
-    // The runs' slots were read before `take_ticket`'s barriers, the flag after the last: the
-    // next item may write both.
+    // The next item of this block writes `scratch` again.
+    device::sync_threads();
 }
 
 /// Which (head, dimension) of an item's heads the `u`-th value is: `head_dim` is a power of
@@ -789,20 +751,48 @@ struct Merging {
 }
 
 impl Merging {
-    /// Merges `count` partials (value `dim`, then max and sum at `head_dim` and
-    /// `head_dim + 1`), the `i`-th at `at(i)`: [`MERGE_BATCH`] of them loaded before the first
-    /// is used, then one rescale for the round.
+    const EMPTY: Merging = Merging {
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+        acc: 0.0,
+    };
+
+    /// Merges a round of partials (an empty one has max −∞, sum and value 0): one rescale for
+    /// the round, then each partial weighted.
+    #[inline(always)]
+    fn merge_round(
+        &mut self,
+        maxes: &[f32; MERGE_BATCH],
+        sums: &[f32; MERGE_BATCH],
+        accs: &[f32; MERGE_BATCH],
+    ) {
+        let mut new_max = self.max;
+        crate::unroll!(8; b => {
+            if maxes[b] > new_max {
+                new_max = maxes[b];
+            }
+        });
+        let rescale = Running::weight(self.max, new_max);
+        self.sum *= rescale;
+        self.acc *= rescale;
+        crate::unroll!(8; b => {
+            let e = Running::weight(maxes[b], new_max);
+            self.sum = device::fma(sums[b], e, self.sum);
+            self.acc = device::fma(accs[b], e, self.acc);
+        });
+        self.max = new_max;
+    }
+
+    /// Merges `count` partials of shared memory (value `dim`, then max and sum at `head_dim`
+    /// and `head_dim + 1`), the `i`-th at `at(i)`: [`MERGE_BATCH`] of them loaded before the
+    /// first is used.
     ///
     /// # Safety
-    /// `at(i)` for `i < count` points to a partial written before and visible to this thread.
+    /// `at(i)` for `i < count` points to a partial that this thread may read.
     #[inline(always)]
     unsafe fn of(count: u32, dim: usize, head_dim: u32, at: impl Fn(u32) -> *const f32) -> Merging {
         let hd = head_dim as usize;
-        let mut m = Merging {
-            max: f32::NEG_INFINITY,
-            sum: 0.0,
-            acc: 0.0,
-        };
+        let mut m = Merging::EMPTY;
         let mut first = 0;
         while first < count {
             let mut maxes = [f32::NEG_INFINITY; MERGE_BATCH];
@@ -820,24 +810,78 @@ impl Merging {
                     }
                 }
             });
-            let mut new_max = m.max;
-            crate::unroll!(8; b => {
-                if maxes[b] > new_max {
-                    new_max = maxes[b];
-                }
-            });
-            let rescale = Running::weight(m.max, new_max);
-            m.sum *= rescale;
-            m.acc *= rescale;
-            crate::unroll!(8; b => {
-                let e = Running::weight(maxes[b], new_max);
-                m.sum = device::fma(sums[b], e, m.sum);
-                m.acc = device::fma(accs[b], e, m.acc);
-            });
-            m.max = new_max;
+            m.merge_round(&maxes, &sums, &accs);
             first += MERGE_BATCH as u32;
         }
         m
+    }
+
+    /// Merges into this one the partials `0..count` that other blocks publish in `buf` for
+    /// `epoch` (laid out as in [`Merging::of`], the `i`-th from word `at(i)`), waiting for
+    /// each round's [`MERGE_BATCH`] partials together.
+    ///
+    /// # Safety
+    /// `buf` holds the words `at(i)` names for `i < count`, in global memory.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn with_published(
+        mut self,
+        buf: *const u64,
+        count: u32,
+        dim: usize,
+        head_dim: u32,
+        at: impl Fn(u32) -> usize,
+        epoch: u32,
+        waiter: &mut Waiter,
+    ) -> Merging {
+        let hd = head_dim as usize;
+        let mut first = 0;
+        while first < count {
+            // A round's words, all loaded before any is looked at; polled again until every
+            // one holds the epoch (a word can only hold its epoch's value: nothing else to
+            // order).
+            let mut words = [[0u64; 3]; MERGE_BATCH];
+            loop {
+                crate::unroll!(8; b => {
+                    let i = first + b as u32;
+                    if i < count {
+                        let part = at(i);
+                        // SAFETY: forwarded contract.
+                        unsafe {
+                            words[b] = [
+                                device::load_relaxed_u64(buf.add(part + hd)),
+                                device::load_relaxed_u64(buf.add(part + hd + 1)),
+                                device::load_relaxed_u64(buf.add(part + dim)),
+                            ];
+                        }
+                    }
+                });
+                let mut ready = true;
+                crate::unroll!(8; b => {
+                    if first + (b as u32) < count {
+                        let [m, s, a] = words[b];
+                        ready &= holds(m, epoch) && holds(s, epoch) && holds(a, epoch);
+                    }
+                });
+                if ready || !waiter.again(epoch) {
+                    waiter.done();
+                    break;
+                }
+            }
+            let mut maxes = [f32::NEG_INFINITY; MERGE_BATCH];
+            let mut sums = [0.0f32; MERGE_BATCH];
+            let mut accs = [0.0f32; MERGE_BATCH];
+            crate::unroll!(8; b => {
+                if first + (b as u32) < count {
+                    maxes[b] = value_of(words[b][0]);
+                    sums[b] = value_of(words[b][1]);
+                    accs[b] = value_of(words[b][2]);
+                }
+            });
+            self.merge_round(&maxes, &sums, &accs);
+            first += MERGE_BATCH as u32;
+        }
+        self
     }
 
     /// The normalised value.
@@ -1042,41 +1086,6 @@ unsafe fn attend_run<E: KvElem>(
         run[h].merge_groups(&lanes);
     });
     run
-}
-
-/// Counts this chunk in once every thread of the block has left its share of the partial;
-/// true on every thread for the chunk that completes the count, which then sees every other
-/// chunk's partial. It sets the counter back to zero for the next step (each layer has
-/// counters of its own; the kernel's end orders that store before the next use). `flag` is a
-/// word of the block's shared memory that carries thread 0's answer to the others.
-///
-/// # Safety
-/// `ticket` is this item row's counter; every thread of the block calls it.
-#[inline(always)]
-unsafe fn take_ticket(ticket: *mut u32, splits: u32, flag: *mut u32) -> bool {
-    // The block's stores of the partial happen before thread 0's release (a block barrier,
-    // then a fence that is cumulative over what the barrier ordered before it).
-    device::sync_threads();
-    if device::thread_idx() == 0 {
-        // Release pattern: the fence orders the partial before the ticket. The ticket itself
-        // acquires: the chunk that completes the count has seen every other chunk's partial,
-        // released before its ticket, with no second fence; the barrier below passes that on
-        // to the block's other threads.
-        device::fence_acq_rel_gpu();
-        // SAFETY: a global counter only updated atomically during the stage.
-        let before = unsafe { device::atomic_add_acquire_gpu(ticket, 1) };
-        let last = before + 1 == splits;
-        if last {
-            // SAFETY: every other chunk has counted itself in; nobody touches it again in
-            // this layer.
-            unsafe { ticket.write_volatile(0) };
-        }
-        // SAFETY: a word of the block's shared memory that only thread 0 writes.
-        unsafe { flag.write_volatile(last as u32) };
-    }
-    device::sync_threads();
-    // SAFETY: written by thread 0 before the barrier above.
-    unsafe { flag.read_volatile() != 0 }
 }
 
 /// Asks L2 for the cached K and V rows that `layer`'s attention will read at `pos`: the first

@@ -87,8 +87,16 @@ fn epoch_of(w: u64) -> u32 {
     (w >> 32) as u32
 }
 
+/// Whether a published word holds `epoch`'s value (for a consumer that polls words of its own
+/// choosing: [`Waiter::again`] between polls, [`value_of`] once all hold it).
 #[inline(always)]
-fn value_of(w: u64) -> f32 {
+pub fn holds(w: u64, epoch: u32) -> bool {
+    epoch_of(w) == epoch
+}
+
+/// The value of a published word.
+#[inline(always)]
+pub fn value_of(w: u64) -> f32 {
     f32::from_bits(w as u32)
 }
 
@@ -121,7 +129,7 @@ impl<'a> Waiter<'a> {
     /// After a poll found a word of another epoch than `epoch`: pauses, and returns whether to
     /// poll again (see [`Waiter::pause`]); a timeout names the stage whose output never came.
     #[inline(always)]
-    fn again(&mut self, epoch: u32) -> bool {
+    pub fn again(&mut self, epoch: u32) -> bool {
         let layers = self.p.dims.layers;
         self.pause(|steps| awaited(steps, layers, epoch))
     }

@@ -213,13 +213,10 @@ pub struct StepParams {
     pub x: *mut u64,
     /// Q, K, V of this position before norm and RoPE, `qkv_rows` published words.
     pub qkv: *mut u64,
-    /// Split-K partials, `q_heads × max_splits × partial_stride(head_dim)` f32
-    /// (see [`attention::partial_stride`]).
-    pub attn_partial: *mut f32,
-    /// One counter per layer and attention item row (`layers ×`
-    /// [`attention::item_rows`]), zero between steps: the chunk that completes a count
-    /// combines.
-    pub attn_tickets: *mut u32,
+    /// The attention chunks' partials, `q_heads × max_splits × partial_stride(head_dim)`
+    /// published words (see [`attention::partial_stride`]): the last chunk of a head waits for
+    /// the others' and combines.
+    pub attn_partial: *mut u64,
     /// Attention output, `q_dim` published words.
     pub attn_out: *mut u64,
     /// SiLU(gate)·up, `intermediate` published words.

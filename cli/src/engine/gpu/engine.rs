@@ -74,8 +74,7 @@ struct DeviceBuffers {
     /// Published words (`step::flow`): zeroed again whenever the step count is.
     x: CudaSlice<u64>,
     qkv: CudaSlice<u64>,
-    _attn_partial: CudaSlice<f32>,
-    attn_tickets: CudaSlice<u32>,
+    attn_partial: CudaSlice<u64>,
     attn_out: CudaSlice<u64>,
     act: CudaSlice<u64>,
     control: CudaSlice<u32>,
@@ -180,11 +179,6 @@ impl GpuEngine {
             .clone_htod(&rope)
             .map_err(|e| device_memory(e, "RoPE table", rope.len() * 4))?;
         let lens = plan.buffers();
-        let zeros = |n: usize, what: &str| {
-            stream
-                .alloc_zeros::<f32>(n.max(1))
-                .map_err(|e| device_memory(e, what, n.max(1) * 4))
-        };
         let word_zeros = |n: usize, what: &str| {
             stream
                 .alloc_zeros::<u64>(n.max(2))
@@ -201,10 +195,7 @@ impl GpuEngine {
             _v_cache: kv_zeros("V cache")?,
             x: word_zeros(lens.x, "residual stream")?,
             qkv: word_zeros(lens.qkv, "QKV buffer")?,
-            _attn_partial: zeros(lens.attn_partial, "attention partials")?,
-            attn_tickets: stream
-                .alloc_zeros::<u32>(lens.attn_tickets.max(1))
-                .map_err(|e| device_memory(e, "attention tickets", lens.attn_tickets * 4))?,
+            attn_partial: word_zeros(lens.attn_partial, "attention partials")?,
             attn_out: word_zeros(lens.attn_out, "attention output")?,
             act: word_zeros(lens.act, "MLP activations")?,
             control: stream
@@ -234,8 +225,7 @@ impl GpuEngine {
             v_cache: address(&b._v_cache, &stream) as *mut u8,
             x: address(&b.x, &stream) as *mut u64,
             qkv: address(&b.qkv, &stream) as *mut u64,
-            attn_partial: f32_ptr(&b._attn_partial),
-            attn_tickets: address(&b.attn_tickets, &stream) as *mut u32,
+            attn_partial: address(&b.attn_partial, &stream) as *mut u64,
             attn_out: address(&b.attn_out, &stream) as *mut u64,
             act: address(&b.act, &stream) as *mut u64,
             control: address(&b.control, &stream) as *mut StepControl,
@@ -451,17 +441,19 @@ impl GpuEngine {
         stream
             .memset_zeros(&mut self.buffers.control)
             .context("resetting the control block")?;
-        // Blocks of a failed step may have counted themselves into the sampler's merge, and
-        // attention chunks into their tickets.
+        // Blocks of a failed step may have counted themselves into the sampler's merge.
         stream
             .memset_zeros(&mut self.sampler.blocks_done)
             .context("resetting the sampler's block counter")?;
-        stream
-            .memset_zeros(&mut self.buffers.attn_tickets)
-            .context("resetting the attention tickets")?;
         // The step count starts again, and with it the epochs: no published word may match.
         let b = &mut self.buffers;
-        for words in [&mut b.x, &mut b.qkv, &mut b.attn_out, &mut b.act] {
+        for words in [
+            &mut b.x,
+            &mut b.qkv,
+            &mut b.attn_partial,
+            &mut b.attn_out,
+            &mut b.act,
+        ] {
             stream
                 .memset_zeros(words)
                 .context("resetting the published vectors")?;
