@@ -29,9 +29,9 @@ fn shape(min_chunk: u32, max_chunk: u32) -> LaunchShape {
     }
 }
 
-/// The most splits any length up to `dims.max_context` gets.
+/// The most splits any step gets: its cached positions are `0..dims.max_context`.
 fn worst(d: &ModelDims, s: &LaunchShape, warps: u32) -> u32 {
-    (1..=d.max_context)
+    (0..d.max_context)
         .map(|len| {
             let rows = item_rows(d.q_heads, d.kv_heads);
             attention_split(len, warps, rows, s.min_chunk, s.max_chunk).splits

@@ -114,7 +114,7 @@ pub fn stages(dims: &ModelDims, blocks: u32) -> Vec<StageFlight> {
     let rows = item_rows(d.q_heads, d.kv_heads);
     let lanes_per_key = d.head_dim / DIMS_PER_LANE as u32;
     for depth in DEPTHS {
-        let split = attention_split(depth + 1, grid, rows, shape.min_chunk, shape.max_chunk);
+        let split = attention_split(depth, grid, rows, shape.min_chunk, shape.max_chunk);
         // An item is a block; each of its warps with a run of the chunk is busy.
         let items = (rows * split.splits).min(grid);
         let warps_per_item =

@@ -246,7 +246,7 @@ impl StepPlan {
     /// How the attention of a step at `position` is split (for reports and tests).
     pub fn attention_split(&self, position: u32) -> AttentionSplit {
         step::attention::attention_split(
-            position + 1,
+            position,
             self.grid,
             step::attention::item_rows(self.dims.q_heads, self.dims.kv_heads),
             self.shape.min_chunk,
@@ -359,7 +359,7 @@ mod tests {
         // group): 2 chunks once the context passes the 32-position minimum, evened out.
         assert_eq!(plan.attention_split(10).splits, 1);
         assert_eq!(plan.attention_split(90).splits, 2);
-        assert_eq!(plan.attention_split(90).chunk, 46);
+        assert_eq!(plan.attention_split(90).chunk, 45);
         // A partial per query head and chunk.
         assert_eq!(
             plan.buffers().attn_partial,

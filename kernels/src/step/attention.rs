@@ -49,11 +49,13 @@ pub struct AttentionSplit {
     pub splits: u32,
 }
 
-/// The split for `len` positions: enough chunks to give every one of `slots` item slots (the
-/// grid's blocks) an item when `rows` items share each chunk, each chunk at most `max_chunk`
-/// positions and, unless that leaves fewer than two chunks' worth, at least `min_chunk`; then
-/// the positions are spread evenly over that many chunks. Host and kernel call the same
-/// function.
+/// The split for `len` cached positions (a step at position `len` attends to them and to its
+/// own, which joins the last chunk: it comes from the projection, not from memory, so it is
+/// left out of the even split of what is loaded). Enough chunks to give every one of `slots`
+/// item slots (the grid's blocks) an item when `rows` items share each chunk, each chunk at
+/// most `max_chunk` positions and, unless that leaves fewer than two chunks' worth, at least
+/// `min_chunk`; then the positions are spread evenly over that many chunks. With nothing
+/// cached, one chunk (of the new position alone). Host and kernel call the same function.
 pub const fn attention_split(
     len: u32,
     slots: u32,
@@ -61,6 +63,12 @@ pub const fn attention_split(
     min_chunk: u32,
     max_chunk: u32,
 ) -> AttentionSplit {
+    if len == 0 {
+        return AttentionSplit {
+            chunk: 1,
+            splits: 1,
+        };
+    }
     let target = if slots / rows > 1 { slots / rows } else { 1 };
     let mut chunk = len.div_ceil(target);
     if chunk < min_chunk {
@@ -429,14 +437,18 @@ impl Running {
         acc: [0.0; DIMS_PER_LANE],
     };
 
-    /// `e^(from − to)`, 0 when `from` is −∞ (nothing seen yet, or a masked key).
+    /// `e^(from − to)`, 0 when `from` is −∞ (nothing seen yet, or a masked key; `to` is −∞
+    /// only then too). The exponent is selected, not the exponential branched over, so that
+    /// the exponentials of a round issue back to back instead of each behind a branch and
+    /// the one before (e^−∞ is +0, on the GPU as on the host).
     #[inline(always)]
     fn weight(from: f32, to: f32) -> f32 {
-        if from == f32::NEG_INFINITY {
-            0.0
+        let x = if from == f32::NEG_INFINITY {
+            f32::NEG_INFINITY
         } else {
-            device::exp(from - to)
-        }
+            from - to
+        };
+        device::exp(x)
     }
 
     /// Merges another running sum (`sum` and `acc` relative to `max`) into this one.
@@ -604,15 +616,19 @@ pub unsafe fn attend<E: KvElem>(
     let group_size = d.q_heads / d.kv_heads;
     let first_head = kv_head * group_size + head_block * HEADS_PER_ITEM as u32;
     let heads = (group_size - head_block * HEADS_PER_ITEM as u32).min(HEADS_PER_ITEM as u32);
-    let len = pos + 1;
+    // The chunk's cached positions, cut over the warps; the last warp of the last chunk also
+    // takes the new position (its key and value are in registers: no load to balance).
     let chunk_start = split * shape.chunk;
-    let chunk_end = (chunk_start + shape.chunk).min(len);
-    let chunk_len = chunk_end - chunk_start;
+    let chunk_end = (chunk_start + shape.chunk).min(pos);
+    let chunk_len = chunk_end.saturating_sub(chunk_start);
     let runs = attention_runs(chunk_len, lanes.groups, device::warps_per_block());
     let per_run = chunk_len.div_ceil(runs);
     let warp = device::warp_id();
     let start = (chunk_start + warp * per_run).min(chunk_end);
-    let end = (start + per_run).min(chunk_end);
+    let mut end = (start + per_run).min(chunk_end);
+    if split + 1 == shape.splits && warp + 1 == runs {
+        end = pos + 1;
+    }
     let dim = (lanes.slice as usize) * DIMS_PER_LANE;
     if runs == 1 && shape.splits == 1 {
         // One warp, one chunk: its sums are the output, nothing to merge.
@@ -773,12 +789,15 @@ impl Merging {
             }
         });
         let rescale = Running::weight(self.max, new_max);
+        let mut e = [0.0f32; MERGE_BATCH];
+        crate::unroll!(8; b => {
+            e[b] = Running::weight(maxes[b], new_max);
+        });
         self.sum *= rescale;
         self.acc *= rescale;
         crate::unroll!(8; b => {
-            let e = Running::weight(maxes[b], new_max);
-            self.sum = device::fma(sums[b], e, self.sum);
-            self.acc = device::fma(accs[b], e, self.acc);
+            self.sum = device::fma(sums[b], e[b], self.sum);
+            self.acc = device::fma(accs[b], e[b], self.acc);
         });
         self.max = new_max;
     }
@@ -1067,12 +1086,15 @@ unsafe fn attend_run<E: KvElem>(
                 r.acc[i] *= rescale;
                 i += 1;
             }
+            let mut e = [0.0f32; BATCH];
             crate::unroll!(4; b => {
-                let e = Running::weight(scores[b], batch_max);
-                r.sum += e;
+                e[b] = Running::weight(scores[b], batch_max);
+            });
+            crate::unroll!(4; b => {
+                r.sum += e[b];
                 let mut i = 0;
                 while i < DIMS_PER_LANE {
-                    r.acc[i] = device::fma(e, values[b][i], r.acc[i]);
+                    r.acc[i] = device::fma(e[b], values[b][i], r.acc[i]);
                     i += 1;
                 }
             });

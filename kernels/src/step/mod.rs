@@ -477,7 +477,7 @@ pub unsafe fn decode_step(p: &StepParams) {
         return;
     }
     let split = attention_split(
-        pos.wrapping_add(1),
+        pos,
         device::grid_dim(),
         item_rows(d.q_heads, d.kv_heads),
         p.shape.min_chunk,
