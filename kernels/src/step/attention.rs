@@ -499,13 +499,20 @@ impl Running {
     }
 }
 
-/// Dot product of two slices, fused.
+/// Dot products of `M` pairs of slices, fused, each summed in the order of its dimensions.
+/// The pairs take turns at each dimension: `M` independent chains of multiply-adds, so that
+/// none waits out the latency of the one before it (in-order issue; one pair after another
+/// was a chain of 8 dependent instructions per product).
 #[inline(always)]
-fn dot(a: &Slice, b: &Slice) -> f32 {
-    let mut s = 0.0f32;
+fn dots<const M: usize>(pairs: [(&Slice, &Slice); M]) -> [f32; M] {
+    let mut s = [0.0f32; M];
     let mut i = 0;
     while i < DIMS_PER_LANE {
-        s = device::fma(a[i], b[i], s);
+        let mut j = 0;
+        while j < M {
+            s[j] = device::fma(pairs[j].0[i], pairs[j].1[i], s[j]);
+            j += 1;
+        }
         i += 1;
     }
     s
@@ -1027,7 +1034,7 @@ unsafe fn attend_run<E: KvElem>(
     let mut run = [Running::EMPTY; HEADS_PER_ITEM];
     if holds_new {
         let mine = lanes.group == 0;
-        let sums = lanes.sum_n([dot(&q[0], &k_new), dot(&q[1], &k_new)]);
+        let sums = lanes.sum_n(dots([(&q[0], &k_new), (&q[1], &k_new)]));
         crate::unroll!(2; h => {
             let s = sums[h] * d.attention_scale;
             if mine {
@@ -1058,13 +1065,16 @@ unsafe fn attend_run<E: KvElem>(
             values[b] = E::widen(raw[b].1);
         });
         // The batch's dot products for both heads, reduced over the key group together.
-        let mut dots = [0.0f32; HEADS_PER_ITEM * BATCH];
-        crate::unroll!(2; h => {
-            crate::unroll!(4; b => {
-                dots[h * BATCH + b] = dot(&q[h], &keys[b]);
-            });
-        });
-        let dots = lanes.sum_n(dots);
+        let dots = lanes.sum_n(dots([
+            (&q[0], &keys[0]),
+            (&q[0], &keys[1]),
+            (&q[0], &keys[2]),
+            (&q[0], &keys[3]),
+            (&q[1], &keys[0]),
+            (&q[1], &keys[1]),
+            (&q[1], &keys[2]),
+            (&q[1], &keys[3]),
+        ]));
         crate::unroll!(2; h => {
             // Scores of the batch, then one rescale for all of them.
             let mut scores = [f32::NEG_INFINITY; BATCH];
