@@ -1044,11 +1044,15 @@ unsafe fn attend_run<E: KvElem>(
     }
 
     // 4. The cached keys: each round gives every key group one key; BATCH rounds of keys and
-    //    values are loaded before the first is used. Keys past the chunk read a valid row and
-    //    are masked.
+    //    values are loaded before the first is used, and L2 is asked for the next batch's
+    //    rows right behind them, so that a long run's loads find them there instead of queueing in HBM
+    //    one batch after another (loads of the next batch held in registers made ptxas
+    //    spill; a prefetch holds none). Keys past the chunk read a valid row and are masked.
     let per_round = lanes.groups;
+    let batch_keys = BATCH as u32 * per_round;
     let mut round_start = start;
     while round_start < cached_end {
+        let next_start = round_start + batch_keys;
         let mut raw = [(E::RAW_ZERO, E::RAW_ZERO); BATCH];
         let mut valid = [false; BATCH];
         crate::unroll!(4; b => {
@@ -1058,6 +1062,19 @@ unsafe fn attend_run<E: KvElem>(
             // SAFETY: row `< pos` (or `start < cached_end`): written by earlier steps.
             unsafe { raw[b] = (E::load_raw8(k_cache.add(row)), E::load_raw8(v_cache.add(row))) };
         });
+        if next_start < cached_end {
+            crate::unroll!(4; b => {
+                let t = next_start + (b as u32) * per_round + lanes.group;
+                if t < cached_end {
+                    let row = t as usize * hd as usize + dim;
+                    // SAFETY: row `< pos` of this layer and head: inside the caches.
+                    unsafe {
+                        device::prefetch_l2(k_cache.add(row).cast());
+                        device::prefetch_l2(v_cache.add(row).cast());
+                    }
+                }
+            });
+        }
         let mut keys = [[0.0f32; DIMS_PER_LANE]; BATCH];
         let mut values = [[0.0f32; DIMS_PER_LANE]; BATCH];
         crate::unroll!(4; b => {
@@ -1110,7 +1127,7 @@ unsafe fn attend_run<E: KvElem>(
             });
             r.max = batch_max;
         });
-        round_start += BATCH as u32 * per_round;
+        round_start = next_start;
     }
 
     // 5. One result per head from the key groups'.
