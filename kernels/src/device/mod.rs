@@ -57,6 +57,26 @@ pub fn warps_per_block() -> u32 {
     block_dim() / WARP_SIZE
 }
 
+/// `(n / d, n % d)` for `d > 0`: a shift and a mask when `d` is a power of two, the division
+/// otherwise. A `div.u32` is a sequence of some 40 cycles that the next instruction waits
+/// for; attention decodes its item with three of them at every layer, on the way to its
+/// first loads (and Qwen3-0.6B's item rows, head blocks and runs are powers of two).
+#[inline(always)]
+pub fn div_rem_u32(n: u32, d: u32) -> (u32, u32) {
+    if d & d.wrapping_sub(1) == 0 {
+        (n >> d.trailing_zeros(), n & d.wrapping_sub(1))
+    } else {
+        (n / d, n % d)
+    }
+}
+
+/// `ceil(n / d)` for `d > 0`, as [`div_rem_u32`].
+#[inline(always)]
+pub fn div_ceil_u32(n: u32, d: u32) -> u32 {
+    let (q, r) = div_rem_u32(n, d);
+    q + (r != 0) as u32
+}
+
 /// Sum of `v` over the 32 lanes of the warp; every lane gets the result.
 #[inline(always)]
 pub fn warp_sum(mut v: f32) -> f32 {

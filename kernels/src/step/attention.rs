@@ -552,13 +552,17 @@ pub unsafe fn attention_stage<E: KvElem>(
     let items = rows * split.splits;
     let mut item = device::block_idx();
     while item < items {
-        let row = item % rows;
+        // The divisors through `opaque_u32`: what the fast division derives from them (a
+        // shift, a mask) would otherwise be hoisted out of the loop over layers and held in
+        // registers through the step (ptxas spilled).
+        let (split_of_item, row) = device::div_rem_u32(item, device::opaque_u32(rows));
+        let (kv_head, head_block) = device::div_rem_u32(row, device::opaque_u32(blocks_of_heads));
         let work_item = AttentionItem {
             layer,
             pos,
-            kv_head: row / blocks_of_heads,
-            head_block: row % blocks_of_heads,
-            split: item / rows,
+            kv_head,
+            head_block,
+            split: split_of_item,
             shape: split,
             qkv_epoch: epochs.of(layer, Produced::Qkv),
             out_epoch: epochs.of(layer, Produced::Attention),
@@ -629,7 +633,7 @@ pub unsafe fn attend<E: KvElem>(
     let chunk_end = (chunk_start + shape.chunk).min(pos);
     let chunk_len = chunk_end.saturating_sub(chunk_start);
     let runs = attention_runs(chunk_len, lanes.groups, device::warps_per_block());
-    let per_run = chunk_len.div_ceil(runs);
+    let per_run = device::div_ceil_u32(chunk_len, runs);
     let warp = device::warp_id();
     let start = (chunk_start + warp * per_run).min(chunk_end);
     let mut end = (start + per_run).min(chunk_end);
