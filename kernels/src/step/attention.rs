@@ -689,12 +689,13 @@ pub unsafe fn attend<E: KvElem>(
     // its own as they arrive: it waits for the words it reads, like every consumer of the
     // step, so no fence, no ticket and no atomic stand between a chunk's end and the output.
     let values = heads * hd;
-    let value_of = HeadValue::new(hd);
     let epoch = item.out_epoch;
     let combines = split + 1 == shape.splits;
     let mut u = device::thread_idx();
     while u < values {
-        let (h, dim) = value_of.at(u);
+        // `head_dim` is a power of two: a shift and a mask.
+        let (h, dim) = device::div_rem_u32(u, hd);
+        let dim = dim as usize;
         // SAFETY: slots `0..runs` of head `h` were written before the barrier above.
         let merged = unsafe {
             Merging::of(runs, dim, hd, |r| {
@@ -739,29 +740,6 @@ pub unsafe fn attend<E: KvElem>(
     }
     // The next item of this block writes `scratch` again.
     device::sync_threads();
-}
-
-/// Which (head, dimension) of an item's heads the `u`-th value is: `head_dim` is a power of
-/// two, so a shift and a mask.
-#[derive(Clone, Copy)]
-struct HeadValue {
-    shift: u32,
-    mask: u32,
-}
-
-impl HeadValue {
-    #[inline(always)]
-    fn new(head_dim: u32) -> HeadValue {
-        HeadValue {
-            shift: head_dim.trailing_zeros(),
-            mask: head_dim - 1,
-        }
-    }
-
-    #[inline(always)]
-    fn at(self, u: u32) -> (u32, usize) {
-        (u >> self.shift, (u & self.mask) as usize)
-    }
 }
 
 /// Partials whose loads are issued together when the block merges: the runs of a block's
@@ -1049,18 +1027,21 @@ unsafe fn attend_run<E: KvElem>(
 
     // 4. The cached keys: each round gives every key group one key; BATCH rounds of keys and
     //    values are loaded before the first is used, and L2 is asked for the next batch's
-    //    rows right behind them, so that a long run's loads find them there instead of queueing in HBM
-    //    one batch after another (loads of the next batch held in registers made ptxas
-    //    spill; a prefetch holds none). Keys past the chunk read a valid row and are masked.
+    //    rows right behind them, so that a long run's loads find them there instead of
+    //    queueing in HBM one batch after another (loads of the next batch held in registers
+    //    made ptxas spill; a prefetch holds none). Keys past the chunk read a valid row and
+    //    are masked.
     let per_round = lanes.groups;
     let batch_keys = BATCH as u32 * per_round;
+    // This lane's key of round `b` of the batch from `round_start`.
+    let key = |round_start: u32, b: usize| round_start + (b as u32) * per_round + lanes.group;
     let mut round_start = start;
     while round_start < cached_end {
         let next_start = round_start + batch_keys;
         let mut raw = [(E::RAW_ZERO, E::RAW_ZERO); BATCH];
         let mut valid = [false; BATCH];
         crate::unroll!(4; b => {
-            let t = round_start + (b as u32) * per_round + lanes.group;
+            let t = key(round_start, b);
             valid[b] = t < cached_end;
             let row = if valid[b] { t } else { start } as usize * hd as usize + dim;
             // SAFETY: row `< pos` (or `start < cached_end`): written by earlier steps.
@@ -1068,7 +1049,7 @@ unsafe fn attend_run<E: KvElem>(
         });
         if next_start < cached_end {
             crate::unroll!(4; b => {
-                let t = next_start + (b as u32) * per_round + lanes.group;
+                let t = key(next_start, b);
                 if t < cached_end {
                     let row = t as usize * hd as usize + dim;
                     // SAFETY: row `< pos` of this layer and head: inside the caches.
