@@ -488,12 +488,26 @@ fn a_simulated_bench_says_so_and_shows_where_each_step_went() {
         assert!((bench - step).abs() <= 0.05 * step, "{bench} vs {step}");
         assert!(p["l2_hit_bytes_per_step"].as_f64().unwrap() > 0.0, "{p}");
         assert_eq!(p["layer_us_per_step"].as_array().unwrap().len(), 2, "{p}");
+        // Every stage knows how busy HBM was during it, and the stages' busy times add up
+        // to the step's.
+        let mut busy_us = 0.0;
+        for s in stages {
+            let busy = s["hbm_busy_percent"].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&busy), "{s}");
+            busy_us += busy / 100.0 * s["us_per_step"].as_f64().unwrap();
+        }
+        let step_busy_us = p["hbm_busy_percent"].as_f64().unwrap() / 100.0 * step;
+        assert!(
+            (busy_us - step_busy_us).abs() <= 0.02 * step,
+            "{busy_us} vs {step_busy_us}: {p}"
+        );
     }
     let md = run("md");
     assert!(
         md.contains("gpu (simulated)")
             && md.contains("Times are simulated")
-            && md.contains("Simulated time per step by stage"),
+            && md.contains("Simulated time per step by stage")
+            && md.contains("Simulated HBM busy by stage"),
         "{md}"
     );
 }

@@ -170,11 +170,12 @@ impl Driver {
                 let c = &r.counters;
                 let marks: Vec<String> =
                     r.marks.iter().map(|(b, t)| format!("[{b},{t}]")).collect();
+                let bins: Vec<String> = c.hbm_bins.iter().map(|b| format!("{b:.1}")).collect();
                 format!(
                     "{{\"cycles\":{},\"hbm_bytes\":{},\"hbm_busy_cycles\":{:.1},\
                      \"l2_hit_bytes\":{},\"l2_far_hit_bytes\":{},\"l1_hit_bytes\":{},\
                      \"shared_bytes\":{},\"store_bytes\":{},\"prefetch_bytes\":{},\
-                     \"atomics\":{},\"issued\":{},\"marks\":[{}]}}",
+                     \"atomics\":{},\"issued\":{},\"marks\":[{}],\"hbm_bins\":[{}]}}",
                     r.cycles,
                     c.hbm_bytes,
                     c.hbm_busy_cycles,
@@ -186,18 +187,20 @@ impl Driver {
                     c.prefetch_bytes,
                     c.atomics,
                     c.issued,
-                    marks.join(",")
+                    marks.join(","),
+                    bins.join(",")
                 )
             })
             .collect();
         let p = qwenmk_vgpu::timing::H100_SXM;
         format!(
             "{{\"model\":\"{}\",\"clock_ghz\":{},\"hbm_bytes_per_s\":{},\"sms\":{},\
-             \"launches\":[{}]}}",
+             \"hbm_bin_cycles\":{},\"launches\":[{}]}}",
             qwenmk_vgpu::timing::MODEL_VERSION,
             p.clock_ghz,
             p.hbm_bytes_per_s,
             self.config.sms,
+            qwenmk_vgpu::timing::HBM_BIN_CYCLES,
             launches.join(",")
         )
     }

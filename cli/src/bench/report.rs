@@ -437,7 +437,7 @@ impl Report {
             "|--:|--:|{}--:|--:|--:|--:|--:|",
             "--:|".repeat(stages.len())
         );
-        for (depth, p) in profiled {
+        for &(depth, p) in &profiled {
             let cells: Vec<String> = stages
                 .iter()
                 .map(|s| {
@@ -459,7 +459,42 @@ impl Report {
                 p.hbm_gb_per_s
             );
         }
+        Self::write_hbm_by_stage(out, &stages, &profiled);
         out.push('\n');
+    }
+
+    /// The HBM pipe's busy share during each stage (where the step leaves HBM idle), when the
+    /// driver reported it for every profiled depth.
+    fn write_hbm_by_stage(
+        out: &mut String,
+        stages: &[&str],
+        profiled: &[(usize, &SimulatedProfile)],
+    ) {
+        let known = profiled
+            .iter()
+            .all(|(_, p)| p.stages.iter().any(|t| t.hbm_busy_percent.is_some()));
+        if !known {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\nSimulated HBM busy by stage (% of the stage's time the HBM pipe was transferring):\n"
+        );
+        let _ = writeln!(out, "| depth | {} |", stages.join(" | "));
+        let _ = writeln!(out, "|--:|{}", "--:|".repeat(stages.len()));
+        for (depth, p) in profiled {
+            let cells: Vec<String> = stages
+                .iter()
+                .map(|s| {
+                    p.stages
+                        .iter()
+                        .find(|t| t.stage == *s)
+                        .and_then(|t| t.hbm_busy_percent)
+                        .map_or_else(|| "—".to_owned(), |b| format!("{b:.0} %"))
+                })
+                .collect();
+            let _ = writeln!(out, "| {depth} | {} |", cells.join(" | "));
+        }
     }
 
     /// One header line, then one line per depth; missing values (peak on cpu) are empty.
@@ -752,6 +787,11 @@ pub(crate) mod tests {
         assert_eq!(json["gpu"]["driver"], "580.95.05");
     }
 
+    fn json_stage_busy(report: &Report) -> Option<f64> {
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        json["results"][0]["simulated"]["stages"][0]["hbm_busy_percent"].as_f64()
+    }
+
     #[test]
     fn a_simulated_run_says_so_and_shows_where_the_time_went() {
         let mut report = sample_report(true, false);
@@ -765,6 +805,7 @@ pub(crate) mod tests {
             us_per_step: us,
             percent,
             imbalance_us_per_step: us / 10.0,
+            hbm_busy_percent: Some(percent + 20.0),
         };
         report.results[0].simulated = Some(SimulatedProfile {
             model: "h100-sxm-v1".into(),
@@ -794,6 +835,17 @@ pub(crate) mod tests {
             ),
             "{md}"
         );
+        assert!(md.contains("Simulated HBM busy by stage"), "{md}");
+        assert!(
+            md.contains("| depth | QKV | LM head |\n|--:|--:|--:|\n| 0 | 95 % | 45 % |"),
+            "{md}"
+        );
+        assert_eq!(json_stage_busy(&report), Some(95.0));
+        // A driver without HBM bins: no such table.
+        for s in &mut report.results[0].simulated.as_mut().unwrap().stages {
+            s.hbm_busy_percent = None;
+        }
+        assert!(!report.to_markdown().contains("HBM busy by stage"));
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["time"], "simulated");
         assert_eq!(json["simulated"], true);

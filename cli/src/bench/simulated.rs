@@ -30,6 +30,9 @@ const END: usize = 7;
 pub struct RawProfile {
     pub model: String,
     pub clock_ghz: f64,
+    /// Cycles per bin of [`RawLaunch::hbm_bins`] (0: a driver without them).
+    #[serde(default)]
+    pub hbm_bin_cycles: u64,
     pub launches: Vec<RawLaunch>,
 }
 
@@ -43,6 +46,25 @@ pub struct RawLaunch {
     /// (block, cycles since the launch began) of every reduction (`red`): the blocks' stage
     /// marks, the kernel's only reductions.
     pub marks: Vec<(u32, u64)>,
+    /// HBM busy cycles in each bin of `hbm_bin_cycles` from the launch's start.
+    #[serde(default)]
+    pub hbm_bins: Vec<f64>,
+}
+
+/// HBM busy cycles between cycles `from` and `to` of a launch, from its `bins` of `width`
+/// cycles (a bin's busy time taken as spread evenly over it).
+fn busy_between(bins: &[f64], width: u64, from: u64, to: u64) -> f64 {
+    if width == 0 || to <= from {
+        return 0.0;
+    }
+    let (first, last) = (from / width, (to - 1) / width);
+    (first..=last)
+        .filter_map(|i| {
+            let busy = *bins.get(i as usize)?;
+            let (lo, hi) = ((i * width).max(from), ((i + 1) * width).min(to));
+            Some(busy * (hi - lo) as f64 / width as f64)
+        })
+        .sum()
 }
 
 impl RawProfile {
@@ -62,6 +84,9 @@ pub struct ProfileSum {
     /// and from this barrier's mean arrival to its last.
     span: [f64; STAGES.len()],
     imbalance: [f64; STAGES.len()],
+    /// Per stage: HBM busy cycles during its spans; false once a launch came without bins.
+    hbm_busy: [f64; STAGES.len()],
+    hbm_binned: bool,
     /// Per layer: cycles from the previous layer's last barrier to its own last.
     layer_span: Vec<f64>,
     hbm_bytes: f64,
@@ -75,7 +100,14 @@ impl ProfileSum {
     pub fn add(&mut self, profile: &RawProfile, layers: usize) -> Result<()> {
         self.model.get_or_insert_with(|| profile.model.clone());
         self.clock_ghz = profile.clock_ghz;
+        if self.steps == 0 {
+            self.hbm_binned = true;
+        }
         for launch in &profile.launches {
+            // No bins at all is a launch that never missed in L2 (a tiny model's weights
+            // stay there from step to step); a zero bin width, a driver without them.
+            self.hbm_binned &= profile.hbm_bin_cycles > 0;
+            let busy = |from, to| busy_between(&launch.hbm_bins, profile.hbm_bin_cycles, from, to);
             let barriers = barrier_times(&launch.marks)?;
             let stages = stage_of_barriers(barriers.len(), layers)?;
             let per_layer = (barriers.len() - 1) / layers;
@@ -88,9 +120,11 @@ impl ProfileSum {
                     *layer += span;
                 }
                 self.imbalance[stage] += b.last as f64 - b.mean;
+                self.hbm_busy[stage] += busy(previous, b.last);
                 previous = b.last;
             }
             self.span[END] += launch.cycles.saturating_sub(previous) as f64;
+            self.hbm_busy[END] += busy(previous, launch.cycles);
             self.steps += 1;
             self.cycles += launch.cycles as f64;
             self.hbm_bytes += launch.hbm_bytes as f64;
@@ -118,6 +152,8 @@ impl ProfileSum {
                 us_per_step: us(self.span[i]),
                 percent: 100.0 * self.span[i] / self.cycles.max(1.0),
                 imbalance_us_per_step: us(self.imbalance[i]),
+                hbm_busy_percent: (self.hbm_binned && self.span[i] > 0.0)
+                    .then(|| (100.0 * self.hbm_busy[i] / self.span[i]).min(100.0)),
             })
             .collect();
         let us_per_step = us(self.cycles);
@@ -173,6 +209,9 @@ pub struct StageTime {
     /// Of that, how far the last block arrived after the mean block: load imbalance and
     /// stragglers.
     pub imbalance_us_per_step: f64,
+    /// Share of the stage's time during which the HBM pipe was transferring (where the
+    /// step leaves HBM idle); `None` from a driver that does not report it.
+    pub hbm_busy_percent: Option<f64>,
 }
 
 /// One grid barrier: when its last block arrived, and the mean arrival.
@@ -242,6 +281,8 @@ mod tests {
             l2_hit_bytes: 10,
             l2_far_hit_bytes: 4,
             marks,
+            // HBM busy for the first 400 cycles, idle for the rest.
+            hbm_bins: vec![100.0, 100.0, 100.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
         }
     }
 
@@ -250,6 +291,7 @@ mod tests {
         let raw = RawProfile {
             model: "test-v0".into(),
             clock_ghz: 1.0,
+            hbm_bin_cycles: 100,
             launches: vec![
                 launch(
                     1000,
@@ -295,6 +337,51 @@ mod tests {
         assert_eq!(p.hbm_bytes_per_step, 1000.0);
         assert_eq!(p.hbm_busy_percent, 50.0);
         assert_eq!(p.hbm_gb_per_s, 1.0);
+        // Busy until cycle 400: QKV (0..100), attention (100..250) and O (250..300) all
+        // busy, gate/up (300..400) busy, down (400..500) and the rest idle.
+        let busy: Vec<Option<f64>> = p.stages.iter().map(|s| s.hbm_busy_percent).collect();
+        assert_eq!(
+            busy,
+            [
+                Some(100.0),
+                Some(100.0),
+                Some(100.0),
+                Some(100.0),
+                Some(0.0),
+                Some(0.0),
+                Some(0.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn busy_time_is_shared_out_by_the_overlap_with_each_bin() {
+        let bins = [50.0, 100.0, 20.0];
+        assert_eq!(busy_between(&bins, 100, 0, 300), 170.0);
+        assert_eq!(busy_between(&bins, 100, 50, 150), 25.0 + 50.0);
+        assert_eq!(busy_between(&bins, 100, 250, 1000), 10.0);
+        assert_eq!(busy_between(&bins, 100, 120, 120), 0.0);
+        assert_eq!(busy_between(&bins, 0, 0, 100), 0.0);
+    }
+
+    #[test]
+    fn a_driver_without_hbm_bins_leaves_the_stages_busy_share_unknown() {
+        let mut one = launch(
+            1000,
+            [100, 200, 300, 400, 500, 900],
+            [80, 250, 300, 380, 500, 800],
+        );
+        one.hbm_bins.clear();
+        let raw = RawProfile {
+            model: "test-v0".into(),
+            clock_ghz: 1.0,
+            hbm_bin_cycles: 0,
+            launches: vec![one],
+        };
+        let mut sum = ProfileSum::default();
+        sum.add(&raw, 1).unwrap();
+        let p = sum.finish().unwrap();
+        assert!(p.stages.iter().all(|s| s.hbm_busy_percent.is_none()));
     }
 
     #[test]
@@ -327,6 +414,18 @@ mod tests {
             "store_bytes":0,"prefetch_bytes":0,"atomics":1,"issued":9,"marks":[[0,5]]}]}"#;
         let raw = RawProfile::parse(json).unwrap();
         assert_eq!(raw.launches[0].marks, [(0, 5)]);
+        assert_eq!(
+            raw.hbm_bin_cycles, 0,
+            "an older driver's profile has no bins"
+        );
+        let json = r#"{"model":"h100-sxm-v3","clock_ghz":1.755,"hbm_bytes_per_s":3.0e12,
+            "sms":4,"hbm_bin_cycles":1000,"launches":[{"cycles":10,"hbm_bytes":64,
+            "hbm_busy_cycles":2.5,"l2_hit_bytes":0,"l2_far_hit_bytes":0,"l1_hit_bytes":0,
+            "shared_bytes":0,"store_bytes":0,"prefetch_bytes":0,"atomics":1,"issued":9,
+            "marks":[[0,5]],"hbm_bins":[2.5]}]}"#;
+        let raw = RawProfile::parse(json).unwrap();
+        assert_eq!(raw.hbm_bin_cycles, 1000);
+        assert_eq!(raw.launches[0].hbm_bins, [2.5]);
         assert!(RawProfile::parse("{").is_err());
     }
 }

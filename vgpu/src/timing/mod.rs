@@ -106,7 +106,14 @@ pub struct Counters {
     pub prefetch_bytes: u64,
     pub atomics: u64,
     pub issued: u64,
+    /// HBM busy cycles in each [`HBM_BIN_CYCLES`] of the launch (a request counted in the
+    /// bin it begins in): when the pipe idled, so that a stage's share of the idle time can
+    /// be told from its neighbours'.
+    pub hbm_bins: Vec<f64>,
 }
+
+/// Cycles per bin of [`Counters::hbm_bins`].
+pub const HBM_BIN_CYCLES: u64 = 1_000;
 
 /// The machine state the model keeps between instructions (and launches: L2 contents carry
 /// over from one launch to the next, as on the GPU).
@@ -120,6 +127,8 @@ pub struct Machine {
     demand_free: f64,
     atomic_free: HashMap<u64, u64>,
     pub counters: Counters,
+    /// The cycle the current launch began at (the origin of `counters.hbm_bins`).
+    launch_start: u64,
 }
 
 /// The L2 partition a line is homed in.
@@ -152,6 +161,7 @@ impl Machine {
             ],
             hbm_free: 0.0,
             demand_free: 0.0,
+            launch_start: 0,
             atomic_free: HashMap::new(),
             counters: Counters::default(),
             params,
@@ -184,6 +194,7 @@ impl Machine {
         self.demand_free = self.demand_free.max(start as f64);
         self.atomic_free.clear();
         self.counters = Counters::default();
+        self.launch_start = start;
     }
 
     /// The cycle at or after `ready` when processing block `block` of SM `sm` can issue an
@@ -472,7 +483,13 @@ impl Machine {
             }
         };
         self.counters.hbm_bytes += miss_bytes;
-        self.counters.hbm_busy_cycles += miss_bytes as f64 / rate;
+        self.counters.hbm_busy_cycles += busy;
+        let bin = (begin as u64).saturating_sub(self.launch_start) / HBM_BIN_CYCLES;
+        let bins = &mut self.counters.hbm_bins;
+        if bins.len() <= bin as usize {
+            bins.resize(bin as usize + 1, 0.0);
+        }
+        bins[bin as usize] += busy;
         let latency = if near == home {
             p.hbm_near_latency
         } else {
@@ -561,6 +578,23 @@ mod tests {
         let again = m.access(1, 30_000, &load(&addr, 4));
         assert_eq!(again.complete, 30_000 + p.l2_near_latency as u64);
         assert_eq!(m.counters.hbm_bytes, 32);
+    }
+
+    #[test]
+    fn hbm_busy_time_is_binned_by_when_it_begins_in_the_launch() {
+        let mut m = Machine::new(H100_SXM, 1);
+        m.begin_launch(5_000, 0);
+        // One line at the launch's start, one 2.5 bins later, none in between.
+        m.access(0, 5_000, &load(&[0], 4));
+        m.access(0, 5_000 + 5 * HBM_BIN_CYCLES / 2, &load(&[1 << 20], 4));
+        let bins = &m.counters.hbm_bins;
+        assert_eq!(bins.len(), 3);
+        assert!(bins[0] > 0.0 && bins[1] == 0.0 && bins[2] > 0.0, "{bins:?}");
+        let total: f64 = bins.iter().sum();
+        assert!((total - m.counters.hbm_busy_cycles).abs() < 1e-9);
+        // A new launch starts its bins again.
+        m.begin_launch(100_000, 0);
+        assert!(m.counters.hbm_bins.is_empty());
     }
 
     #[test]
