@@ -84,9 +84,11 @@ pub struct ProfileSum {
     /// and from this barrier's mean arrival to its last.
     span: [f64; STAGES.len()],
     imbalance: [f64; STAGES.len()],
-    /// Per stage: HBM busy cycles during its spans; false once a launch came without bins.
+    /// Per stage: HBM busy cycles during its spans.
     hbm_busy: [f64; STAGES.len()],
-    hbm_binned: bool,
+    /// Whether a profile came from a driver without HBM bins (their width 0): the stages'
+    /// busy shares are then unknown.
+    unbinned: bool,
     /// Per layer: cycles from the previous layer's last barrier to its own last.
     layer_span: Vec<f64>,
     hbm_bytes: f64,
@@ -100,13 +102,10 @@ impl ProfileSum {
     pub fn add(&mut self, profile: &RawProfile, layers: usize) -> Result<()> {
         self.model.get_or_insert_with(|| profile.model.clone());
         self.clock_ghz = profile.clock_ghz;
-        if self.steps == 0 {
-            self.hbm_binned = true;
-        }
+        // A launch with no bins at all never missed in L2 (a tiny model's weights stay there
+        // from step to step): busy 0, not unknown.
+        self.unbinned |= profile.hbm_bin_cycles == 0;
         for launch in &profile.launches {
-            // No bins at all is a launch that never missed in L2 (a tiny model's weights
-            // stay there from step to step); a zero bin width, a driver without them.
-            self.hbm_binned &= profile.hbm_bin_cycles > 0;
             let busy = |from, to| busy_between(&launch.hbm_bins, profile.hbm_bin_cycles, from, to);
             let barriers = barrier_times(&launch.marks)?;
             let stages = stage_of_barriers(barriers.len(), layers)?;
@@ -152,7 +151,9 @@ impl ProfileSum {
                 us_per_step: us(self.span[i]),
                 percent: 100.0 * self.span[i] / self.cycles.max(1.0),
                 imbalance_us_per_step: us(self.imbalance[i]),
-                hbm_busy_percent: (self.hbm_binned && self.span[i] > 0.0)
+                // At most 100: a request counts in the bin it begins in, so a stage can
+                // be charged a little of the next one's transfer.
+                hbm_busy_percent: (!self.unbinned && self.span[i] > 0.0)
                     .then(|| (100.0 * self.hbm_busy[i] / self.span[i]).min(100.0)),
             })
             .collect();
